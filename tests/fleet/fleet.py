@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A local fleet of real systemd hosts for tests, Molecule, the demo and benchmarks.
+
+Each host is a Debian root filesystem booted with ``systemd-nspawn -b`` (real PID 1, real system
+bus), in its own network namespace joined to a per-fleet bridge, reachable as root over SSH with a
+key made for the run. Hosts share one cached, read-only root filesystem through
+``--volatile=overlay``. A host can be given a freshly formatted BTRFS filesystem on a loop device,
+bound in at ``/mnt/btrfs``.
+
+Everything a fleet creates is named after the fleet (netns ``opdbus-NAME-HOST``, bridge
+``ofb-NAME``, veths ``ofv-NAME-N``, files under ``RUN_ROOT/NAME``), so ``down`` can sweep it all
+away from the names alone, even when the run that created it crashed and left no state behind.
+
+This is the one implementation used by the Makefile, pytest fixtures and Molecule; run
+``fleet.py --help`` for the command line.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+
+SUITE = "bookworm"
+# What every test host has: systemd with a system bus, the target-side Python libraries the
+# collection's modules use, btrfs-progs, and sshd for Ansible.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "dbus-user-session",
+    "python3",
+    "python3-dbus",
+    "python3-zstandard",
+    # debootstrap does not resolve virtual packages; python3-zstandard needs the cffi backend.
+    "python3-cffi-backend",
+    "python3-jmespath",
+    "btrfs-progs",
+    "openssh-server",
+    "procps",
+)
+# Bump when the customisation in _customise_rootfs changes, so cached root filesystems are rebuilt.
+ROOTFS_LAYOUT = 1
+
+CACHE_DIR = os.environ.get("OPDBUS_FLEET_CACHE", "/var/cache/opdbus-fleet")
+RUN_ROOT = os.environ.get("OPDBUS_FLEET_RUN", "/run/opdbus-fleet")
+BTRFS_MOUNT_IN_HOST = "/mnt/btrfs"
+REQUIRED_TOOLS = {
+    # tool: Debian package that provides it (the Makefile's `deps` target installs them all)
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "ip": "iproute2",
+    "mkfs.btrfs": "btrfs-progs",
+    "losetup": "mount",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+}
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+
+
+class FleetError(Exception):
+    """A failure with a message that tells the user what to do."""
+
+
+def log(message):
+    print(f"fleet: {message}", file=sys.stderr, flush=True)
+
+
+def run(argv, check=True, capture=True, **kwargs):
+    result = subprocess.run(argv, text=True, capture_output=capture, **kwargs)
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout or "").strip() if capture else ""
+        raise FleetError(f"{' '.join(argv)} failed with exit code {result.returncode}: {detail}")
+    return result
+
+
+def preflight():
+    """Fail with one line per problem before anything is created."""
+    if os.geteuid() != 0:
+        raise FleetError(
+            "the test fleet needs root (systemd-nspawn, network namespaces, loop devices); "
+            "run the integration stages as root"
+        )
+    missing = [f"{tool} (Debian package {package})" for tool, package in REQUIRED_TOOLS.items()
+               if shutil.which(tool) is None]
+    if missing:
+        raise FleetError(f"missing {', '.join(missing)}; `make deps` installs them")
+
+
+# --------------------------------------------------------------------------- root filesystem
+
+def rootfs_key():
+    spec = json.dumps({"suite": SUITE, "packages": sorted(PACKAGES), "layout": ROOTFS_LAYOUT})
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def rootfs_path():
+    return os.path.join(CACHE_DIR, f"{SUITE}-{rootfs_key()}")
+
+
+def ensure_rootfs():
+    """Return the cached root filesystem, building it with debootstrap on first use."""
+    path = rootfs_path()
+    if os.path.isdir(path):
+        return path
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(path):  # another process built it while we waited
+            return path
+        staging = tempfile.mkdtemp(prefix=".build-", dir=CACHE_DIR)
+        try:
+            log(f"building root filesystem {path} with debootstrap (about 80 s, cached afterwards)")
+            started = time.monotonic()
+            argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, staging]
+            mirror = os.environ.get("OPDBUS_FLEET_MIRROR")
+            if mirror:
+                argv.append(mirror)
+            result = run(argv, check=False)
+            if result.returncode != 0:
+                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+                raise FleetError(f"debootstrap failed (exit {result.returncode}):\n{tail}")
+            _customise_rootfs(staging)
+            os.rename(staging, path)
+            log(f"root filesystem built in {time.monotonic() - started:.0f} s")
+        finally:
+            if os.path.exists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+        for stale in os.listdir(CACHE_DIR):
+            if stale.startswith(f"{SUITE}-") and os.path.join(CACHE_DIR, stale) != path:
+                shutil.rmtree(os.path.join(CACHE_DIR, stale), ignore_errors=True)
+    return path
+
+
+def _write(path, content, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(content)
+    os.chmod(path, mode)
+
+
+def _customise_rootfs(root):
+    # Distinct identities per host: systemd derives the machine id from nspawn's --uuid when
+    # /etc/machine-id is empty, and sshd host keys are generated at first start, not shared.
+    _write(os.path.join(root, "etc/machine-id"), "")
+    for shared in ("var/lib/dbus/machine-id", "etc/hostname"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(root, shared))
+    ssh_dir = os.path.join(root, "etc/ssh")
+    for name in os.listdir(ssh_dir):
+        if name.startswith("ssh_host_"):
+            os.unlink(os.path.join(ssh_dir, name))
+    _write(
+        os.path.join(root, "etc/systemd/system/ssh.service.d/host-keys.conf"),
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+    )
+    _write(os.path.join(root, "etc/ssh/sshd_config.d/fleet.conf"), "UseDNS no\nPermitRootLogin prohibit-password\n")
+    os.makedirs(os.path.join(root, "root/.ssh"), mode=0o700, exist_ok=True)
+    # Nothing to do for these in a container; they only slow the boot down or fail noisily.
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+                 "systemd-networkd-wait-online.service"):
+        link = os.path.join(root, "etc/systemd/system", unit)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        os.symlink("/dev/null", link)
+    shutil.rmtree(os.path.join(root, "var/lib/apt/lists"), ignore_errors=True)
+    os.makedirs(os.path.join(root, "var/lib/apt/lists/partial"), exist_ok=True)
+    archives = os.path.join(root, "var/cache/apt/archives")
+    for name in os.listdir(archives):
+        if name.endswith(".deb"):
+            os.unlink(os.path.join(archives, name))
+
+
+# --------------------------------------------------------------------------- the fleet
+
+class Fleet:
+    """A named set of hosts. Its state lives in RUN_ROOT/NAME/state.json."""
+
+    def __init__(self, name="opdbus"):
+        if not NAME_PATTERN.match(name):
+            raise FleetError(f"fleet name {name!r} must be 1-8 lowercase letters or digits, starting with a letter")
+        self.name = name
+        self.run_dir = os.path.join(RUN_ROOT, name)
+        self.bridge = f"ofb-{name}"
+        # A /24 per fleet name so that fleets of different names can run side by side.
+        self.subnet_octet = 20 + zlib.crc32(name.encode()) % 200
+        self.gateway = f"10.213.{self.subnet_octet}.1"
+
+    # ---- paths and state
+    @property
+    def state_file(self):
+        return os.path.join(self.run_dir, "state.json")
+
+    @property
+    def inventory_file(self):
+        return os.path.join(self.run_dir, "inventory.yml")
+
+    @property
+    def key_file(self):
+        return os.path.join(self.run_dir, "id_ed25519")
+
+    def state(self):
+        try:
+            with open(self.state_file) as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            raise FleetError(f"fleet {self.name!r} is not up (no {self.state_file}); run `fleet.py up` first") from None
+
+    def hosts(self):
+        return self.state()["hosts"]
+
+    def netns(self, host):
+        return f"opdbus-{self.name}-{host}"
+
+    # ---- up
+    def up(self, count=3, btrfs=(), btrfs_size="512M", prefix="node", boot_timeout=60):
+        """Boot COUNT hosts; BTRFS is the list of host names (or ["all"]) given a BTRFS mount."""
+        preflight()
+        if os.path.exists(self.state_file):
+            raise FleetError(f"fleet {self.name!r} is already up; run `fleet.py down --name {self.name}` first")
+        if not 1 <= count <= 50:
+            raise FleetError("a fleet has 1 to 50 hosts")
+        root = ensure_rootfs()
+        self.down(quiet=True)  # residue of a crashed run with this name
+        os.makedirs(self.run_dir, mode=0o700)
+        names = [f"{prefix}{index}" for index in range(1, count + 1)]
+        btrfs_hosts = set(names) if "all" in btrfs else set(btrfs)
+        unknown = btrfs_hosts - set(names)
+        if unknown:
+            raise FleetError(f"--btrfs names unknown hosts: {', '.join(sorted(unknown))} (hosts are {', '.join(names)})")
+        state = {"name": self.name, "rootfs": root, "bridge": self.bridge, "hosts": {}}
+        started = time.monotonic()
+        try:
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"opdbus-fleet-{self.name}", "-f", self.key_file])
+            shutil.copyfile(self.key_file + ".pub", os.path.join(self.run_dir, "authorized_keys"))
+            os.chmod(os.path.join(self.run_dir, "authorized_keys"), 0o600)
+            run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            run(["ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge])
+            run(["ip", "link", "set", self.bridge, "up"])
+            for index, host in enumerate(names, start=1):
+                state["hosts"][host] = self._start_host(root, host, index, host in btrfs_hosts, btrfs_size)
+                self._save(state)
+            self._write_inventory(state)
+            for host, info in state["hosts"].items():
+                self._wait_ready(host, info, boot_timeout)
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        state["boot_seconds"] = round(time.monotonic() - started, 1)
+        self._save(state)
+        return state
+
+    def _save(self, state):
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(state, handle, indent=2)
+        os.replace(tmp, self.state_file)
+
+    def _start_host(self, root, host, index, with_btrfs, btrfs_size):
+        netns = self.netns(host)
+        veth = f"ofv-{self.name}-{index}"
+        address = f"10.213.{self.subnet_octet}.{10 + index}"
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+        run(["ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0"])
+        run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        info = {"address": address, "netns": netns, "veth": veth, "machine_uuid": str(uuid.uuid4())}
+        binds = [f"--bind-ro={os.path.join(self.run_dir, 'authorized_keys')}:/root/.ssh/authorized_keys"]
+        if with_btrfs:
+            info["btrfs"] = self._make_btrfs(host, btrfs_size)
+            binds.append(f"--bind={info['btrfs']['mount']}:{BTRFS_MOUNT_IN_HOST}")
+        console = open(os.path.join(self.run_dir, f"{host}.console.log"), "w")
+        process = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--console=passive",
+             "-D", root, "--volatile=overlay", f"--network-namespace-path=/run/netns/{netns}",
+             "-b", "-M", host, f"--uuid={info['machine_uuid']}", f"--hostname={host}", *binds,
+             "--", "systemd.firstboot=off"],
+            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        console.close()
+        info["pid"] = process.pid
+        return info
+
+    def _make_btrfs(self, host, size):
+        image = os.path.join(self.run_dir, f"{host}.btrfs.img")
+        mount = os.path.join(self.run_dir, f"{host}.btrfs")
+        run(["truncate", "-s", size, image])
+        run(["mkfs.btrfs", "-q", "-L", f"{self.name}-{host}", image])
+        loop = run(["losetup", "--find", "--show", image]).stdout.strip()
+        os.makedirs(mount)
+        run(["mount", "-t", "btrfs", loop, mount])
+        return {"image": image, "loop": loop, "mount": mount, "path_in_host": BTRFS_MOUNT_IN_HOST}
+
+    def _wait_ready(self, host, info, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(info["pid"]):
+                raise FleetError(f"{host}: systemd-nspawn exited during boot; see {self.run_dir}/{host}.console.log")
+            with contextlib.suppress(OSError):
+                socket.create_connection((info["address"], 22), timeout=1).close()
+                status = self.ssh(host, "systemctl is-system-running --wait", check=False, timeout=max(1, deadline - time.monotonic()))
+                if status.stdout.strip() in ("running", "degraded"):
+                    if status.stdout.strip() == "degraded":
+                        failed = self.ssh(host, "systemctl --failed --no-legend --plain", check=False).stdout.strip()
+                        log(f"{host}: booted degraded; failed units: {failed or 'none listed'}")
+                    return
+            time.sleep(0.2)
+        raise FleetError(f"{host}: not reachable over SSH within {timeout} s; see {self.run_dir}/{host}.console.log")
+
+    def _write_inventory(self, state):
+        lines = [
+            "---",
+            "# Written by tests/fleet/fleet.py for this run; removed by `fleet.py down`.",
+            "all:",
+            "  vars:",
+            "    ansible_user: root",
+            f"    ansible_ssh_private_key_file: {self.key_file}",
+            "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            "    ansible_python_interpreter: /usr/bin/python3",
+            "  hosts:",
+        ]
+        for host, info in state["hosts"].items():
+            lines.append(f"    {host}:")
+            lines.append(f"      ansible_host: {info['address']}")
+            if "btrfs" in info:
+                lines.append(f"      fleet_btrfs_mount: {BTRFS_MOUNT_IN_HOST}")
+        _write(self.inventory_file, "\n".join(lines) + "\n", mode=0o600)
+
+    # ---- use
+    def ssh_argv(self, host):
+        address = self.hosts()[host]["address"]
+        return ["ssh", "-i", self.key_file, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+                f"root@{address}"]
+
+    def ssh(self, host, command, input=None, check=True, timeout=60):
+        """Run COMMAND (a shell string, as ssh always does) on HOST and return the CompletedProcess."""
+        result = subprocess.run([*self.ssh_argv(host), command], input=input, text=True,
+                                capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise FleetError(f"{host}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    # ---- down
+    def down(self, quiet=False, stop_timeout=30):
+        """Stop every host and remove everything named after this fleet; safe to call repeatedly."""
+        pids = set(self._nspawn_pids())
+        with contextlib.suppress(FleetError, FileNotFoundError, json.JSONDecodeError):
+            pids.update(info["pid"] for info in self.state()["hosts"].values() if _alive(info["pid"]))
+        for pid in pids:
+            # SIGTERM makes nspawn power the machine off cleanly; SIGKILL would orphan its processes.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + stop_timeout
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in pids:
+            if _alive(pid):
+                log(f"nspawn {pid} ignored SIGTERM for {stop_timeout} s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for netns in self._netns_names():
+            # Whatever still lives in the namespace (orphans of a killed nspawn) goes with it.
+            for pid in run(["ip", "netns", "pids", netns], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run(["ip", "netns", "del", netns], check=False)
+        for link in self._links():
+            run(["ip", "link", "del", link], check=False)
+        for mount in sorted(self._mounts(), reverse=True):
+            run(["umount", "-l", mount], check=False)
+        for loop in self._loops():
+            run(["losetup", "-d", loop], check=False)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if not quiet:
+            log(f"fleet {self.name!r} is down")
+
+    def leftovers(self, settle=10):
+        """What of this fleet still exists (empty when clean); waits briefly for async kernel cleanup."""
+        deadline = time.monotonic() + settle
+        while True:
+            found = [f"nspawn process {pid}" for pid in self._nspawn_pids()]
+            found += [f"network namespace {name}" for name in self._netns_names()]
+            found += [f"link {name}" for name in self._links()]
+            found += [f"mount {path}" for path in self._mounts()]
+            found += [f"loop device {dev}" for dev in self._loops()]
+            if os.path.exists(self.run_dir):
+                found.append(f"directory {self.run_dir}")
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    # ---- discovery by name (works without state.json)
+    def _nspawn_pids(self):
+        pids = []
+        marker = f"/run/netns/opdbus-{self.name}-"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+                if argv and os.path.basename(argv[0]) == b"systemd-nspawn" and any(marker.encode() in a for a in argv):
+                    pids.append(int(entry))
+        return pids
+
+    def _netns_names(self):
+        listing = run(["ip", "netns", "list"], check=False).stdout
+        return [line.split()[0] for line in listing.splitlines() if line.startswith(f"opdbus-{self.name}-")]
+
+    def _links(self):
+        listing = run(["ip", "-o", "link", "show"], check=False).stdout
+        names = [line.split(":")[1].strip().split("@")[0] for line in listing.splitlines() if ":" in line]
+        return [name for name in names if name == self.bridge or name.startswith(f"ofv-{self.name}-")]
+
+    def _mounts(self):
+        with open("/proc/self/mounts") as handle:
+            points = [line.split()[1] for line in handle]
+        prefix = self.run_dir + "/"
+        return [point for point in points if point.startswith(prefix)]
+
+    def _loops(self):
+        listing = run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=False).stdout
+        prefix = self.run_dir + "/"
+        return [line.split()[0] for line in listing.splitlines()
+                if len(line.split()) > 1 and line.split(None, 1)[1].strip().startswith(prefix)]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def all_fleet_names():
+    """Names of fleets that left anything behind: run directories, namespaces or bridges."""
+    names = set()
+    with contextlib.suppress(FileNotFoundError):
+        names.update(os.listdir(RUN_ROOT))
+    for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
+        match = re.match(r"opdbus-([a-z0-9]+)-", line)
+        if match:
+            names.add(match.group(1))
+    for line in run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+        match = re.search(r": ofb-([a-z0-9]+)[:@]", line)
+        if match:
+            names.add(match.group(1))
+    return sorted(name for name in names if NAME_PATTERN.match(name))
+
+
+# --------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("rootfs", help="build (or reuse) the cached root filesystem and print its path")
+    up = commands.add_parser("up", help="boot a fleet and write its Ansible inventory")
+    up.add_argument("--name", default="opdbus")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--btrfs", default="", help="comma-separated hosts (or 'all') given a BTRFS mount at /mnt/btrfs")
+    up.add_argument("--btrfs-size", default="512M")
+    down = commands.add_parser("down", help="stop a fleet and remove all it created")
+    down.add_argument("--name", default="opdbus")
+    down.add_argument("--all", action="store_true", help="every fleet that left anything behind")
+    clean = commands.add_parser("check-clean", help="fail if anything of a fleet is left")
+    clean.add_argument("--name", default=None, help="default: every fleet")
+    inventory = commands.add_parser("inventory", help="print the inventory path of a running fleet")
+    inventory.add_argument("--name", default="opdbus")
+    ssh = commands.add_parser("ssh", help="run a command on a host")
+    ssh.add_argument("--name", default="opdbus")
+    ssh.add_argument("host")
+    ssh.add_argument("remote_command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "rootfs":
+            preflight()
+            print(ensure_rootfs())
+        elif args.command == "up":
+            fleet = Fleet(args.name)
+            state = fleet.up(args.hosts, [h for h in args.btrfs.split(",") if h], args.btrfs_size)
+            log(f"{len(state['hosts'])} hosts up in {state['boot_seconds']} s: "
+                + ", ".join(f"{h}={i['address']}" for h, i in state["hosts"].items()))
+            print(fleet.inventory_file)
+        elif args.command == "down":
+            for name in (all_fleet_names() if args.all else [args.name]):
+                Fleet(name).down()
+        elif args.command == "check-clean":
+            names = [args.name] if args.name else all_fleet_names()
+            leftovers = [item for name in names for item in Fleet(name).leftovers()]
+            if leftovers:
+                raise FleetError("left behind: " + "; ".join(leftovers))
+            log("clean: no nspawn process, namespace, link, mount or loop device of a fleet is left")
+        elif args.command == "inventory":
+            fleet = Fleet(args.name)
+            fleet.state()
+            print(fleet.inventory_file)
+        elif args.command == "ssh":
+            result = Fleet(args.name).ssh(args.host, " ".join(args.remote_command), check=False, timeout=None)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            return result.returncode
+    except FleetError as error:
+        log(f"error: {error}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

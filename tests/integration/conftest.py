@@ -1,0 +1,55 @@
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Integration tests run against a fleet of real systemd hosts booted by tests/fleet/fleet.py."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+sys.path.insert(0, os.path.join(TESTS_DIR, "fleet"))
+
+from fleet import Fleet  # noqa: E402  (path set up just above)
+
+FLEET_HOSTS = 3
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    if os.geteuid() != 0:
+        pytest.fail("integration tests boot systemd-nspawn hosts and need root; run `make integration` as root")
+    test_fleet = Fleet("itest")
+    test_fleet.up(FLEET_HOSTS, btrfs=["node1"])
+    print(f"\nfleet: {FLEET_HOSTS} hosts booted in {test_fleet.state()['boot_seconds']} s", file=sys.stderr)
+    yield test_fleet
+    test_fleet.down()
+    leftovers = test_fleet.leftovers()
+    assert not leftovers, f"fleet teardown left: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def ansible_env():
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=os.path.join(TESTS_DIR, "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_ROOT, "build"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def ansible(fleet, ansible_env):
+    """Run an ansible or ansible-playbook command line against the fleet's inventory."""
+    bin_dir = os.path.dirname(sys.executable)
+
+    def run(program, *args, check=True):
+        argv = [os.path.join(bin_dir, program), "-i", fleet.inventory_file, *args]
+        result = subprocess.run(argv, env=ansible_env, capture_output=True, text=True, timeout=900)
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
