@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A local fleet of real systemd hosts for tests, Molecule, the demo and benchmarks.
 
@@ -79,7 +78,7 @@ def log(message):
 
 
 def run(argv, check=True, capture=True, **kwargs):
-    result = subprocess.run(argv, text=True, capture_output=capture, **kwargs)
+    result = subprocess.run(argv, text=True, capture_output=capture, check=False, **kwargs)
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout or "").strip() if capture else ""
         raise FleetError(f"{' '.join(argv)} failed with exit code {result.returncode}: {detail}")
@@ -350,7 +349,7 @@ class Fleet:
     def ssh(self, host, command, input=None, check=True, timeout=60):
         """Run COMMAND (a shell string, as ssh always does) on HOST and return the CompletedProcess."""
         result = subprocess.run([*self.ssh_argv(host), command], input=input, text=True,
-                                capture_output=True, timeout=timeout)
+                                capture_output=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise FleetError(f"{host}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")
         return result
@@ -467,7 +466,7 @@ def all_fleet_names():
 # --------------------------------------------------------------------------- command line
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("rootfs", help="build (or reuse) the cached root filesystem and print its path")
     up = commands.add_parser("up", help="boot a fleet and write its Ansible inventory")
