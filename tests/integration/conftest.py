@@ -20,7 +20,8 @@ FLEET_HOSTS = 3
 def fleet():
     if os.geteuid() != 0:
         pytest.fail("integration tests boot systemd-nspawn hosts and need root; run `make integration` as root")
-    test_fleet = Fleet("itest")
+    # A distinct name per concurrent run (e.g. two developers' test sessions on one machine).
+    test_fleet = Fleet(os.environ.get("OPDBUS_FLEET_NAME", "itest"))
     test_fleet.up(FLEET_HOSTS, btrfs=["node1"])
     print(f"\nfleet: {FLEET_HOSTS} hosts booted in {test_fleet.state()['boot_seconds']} s", file=sys.stderr)
     yield test_fleet
