@@ -1,0 +1,40 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The desired state document and the systemd instance it is applied to.
+    DOCUMENTATION = r"""
+options:
+  state:
+    description:
+      - The desired state document, op-dbus compatible.
+      - V(version) must be V(1). Under C(plugins.systemd.units), each key is a unit name
+        (an instance for template units) and each value may set C(active_state) (V(active) or V(inactive)),
+        C(enabled) (boolean) and C(masked) (boolean). Fields left out are not managed.
+      - Unknown versions, plugins or fields and invalid unit names fail with the exact path of the
+        problem, for example C(plugins.systemd.units["cups.service"].enabld: unknown field).
+      - Mutually exclusive with O(src).
+    type: dict
+  src:
+    description:
+      - Path of a JSON file on the managed host holding the desired state document, for example
+        C(/etc/op-dbus/state.json).
+      - Mutually exclusive with O(state).
+    type: path
+  scope:
+    description:
+      - V(system) talks to the system manager (PID 1) on the system bus.
+      - V(user) talks to the systemd user instance of the user the module runs as, on that
+        user's bus (C($DBUS_SESSION_BUS_ADDRESS), else C($XDG_RUNTIME_DIR/bus), else C(/run/user/UID/bus)).
+        Use O(ignore:become_user) and enable lingering for users who are not logged in.
+    type: str
+    choices: [system, user]
+    default: system
+requirements:
+  - systemd on the managed host
+  - dbus-python on the managed host (C(python3-dbus) on Debian, Ubuntu, Fedora and RHEL); when the
+    interpreter in use lacks it, the module re-runs itself under the system Python that has it
+"""

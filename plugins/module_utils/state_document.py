@@ -1,0 +1,193 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The desired state document (op-dbus compatible) and the plan that brings live units to it.
+
+Pure logic, no D-Bus: ``validate`` checks a document and names the exact path of every problem;
+``plan`` compares declared units with their live status and returns the actions, in the only
+order that is safe for one unit: unmask, enable/disable, start/stop, mask.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UNCHANGEABLE_STATES
+
+SUPPORTED_VERSIONS = (1,)
+UNIT_FIELDS = {
+    "active_state": ("active", "inactive"),
+    "enabled": (True, False),
+    "masked": (True, False),
+}
+UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer",
+              "slice", "scope")
+# systemd's unit_name_is_valid(): a prefix, an optional @instance, a known type suffix; 255 bytes.
+UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(%s)$" % "|".join(UNIT_TYPES))
+UNIT_NAME_MAX = 255
+ACTION_ORDER = ("unmask", "enable", "disable", "start", "stop", "mask")
+
+
+class StateDocumentError(Exception):
+    """An invalid document; ``problems`` lists ``path: message`` strings."""
+
+    def __init__(self, problems):
+        self.problems = problems
+        super().__init__("invalid desired state: " + "; ".join(problems))
+
+
+def unit_path(name, field=None):
+    path = f'plugins.systemd.units["{name}"]'
+    return f"{path}.{field}" if field else path
+
+
+def _type_name(value):
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def validate(document):
+    """Return ``{unit name: {field: value}}`` for a valid document; raise StateDocumentError otherwise."""
+    problems = []
+    if not isinstance(document, dict):
+        raise StateDocumentError([f"(document): must be a mapping, not {_type_name(document)}"])
+    for key in sorted(set(document) - {"version", "plugins"}):
+        problems.append(f"{key}: unknown field (known: version, plugins)")
+    version = document.get("version")
+    if "version" not in document:
+        problems.append("version: missing (this collection reads version 1)")
+    elif isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        problems.append(f"version: unsupported version {version!r} (this collection reads version 1)")
+    plugins = document.get("plugins", {})
+    units = {}
+    if not isinstance(plugins, dict):
+        problems.append(f"plugins: must be a mapping, not {_type_name(plugins)}")
+    else:
+        for plugin in sorted(set(plugins) - {"systemd"}):
+            problems.append(f"plugins.{plugin}: unknown plugin (known: systemd)")
+        units = _validate_systemd(plugins.get("systemd", {}), problems)
+    if problems:
+        raise StateDocumentError(problems)
+    return units
+
+
+def _validate_systemd(systemd, problems):
+    if not isinstance(systemd, dict):
+        problems.append(f"plugins.systemd: must be a mapping, not {_type_name(systemd)}")
+        return {}
+    for key in sorted(set(systemd) - {"units"}):
+        problems.append(f"plugins.systemd.{key}: unknown field (known: units)")
+    declared = systemd.get("units", {})
+    if not isinstance(declared, dict):
+        problems.append(f"plugins.systemd.units: must be a mapping, not {_type_name(declared)}")
+        return {}
+    units = {}
+    for name, fields in declared.items():
+        name_problem = unit_name_problem(name)
+        if name_problem:
+            problems.append(f"{unit_path(name)}: {name_problem}")
+            continue
+        if not isinstance(fields, dict):
+            problems.append(f"{unit_path(name)}: must be a mapping, not {_type_name(fields)}")
+            continue
+        clean = {}
+        for field, value in fields.items():
+            if field not in UNIT_FIELDS:
+                problems.append(f"{unit_path(name, field)}: unknown field (known: {', '.join(UNIT_FIELDS)})")
+            elif not any(value is allowed if isinstance(allowed, bool) else value == allowed
+                         for allowed in UNIT_FIELDS[field]):
+                allowed = " or ".join(repr(a) if isinstance(a, str) else str(a).lower() for a in UNIT_FIELDS[field])
+                problems.append(f"{unit_path(name, field)}: must be {allowed}, not {value!r}")
+            else:
+                clean[field] = value
+        if clean.get("masked") is True:
+            if clean.get("active_state") == "active":
+                problems.append(f"{unit_path(name)}: a masked unit cannot be active")
+            if clean.get("enabled") is True:
+                problems.append(f"{unit_path(name)}: a masked unit cannot be enabled")
+        units[name] = clean
+    return units
+
+
+def unit_name_problem(name):
+    """Why NAME is not a valid unit name to declare, or None."""
+    if not isinstance(name, str) or not name:
+        return "a unit name must be a non-empty string"
+    if len(name.encode("utf-8")) > UNIT_NAME_MAX:
+        return f"invalid unit name: longer than {UNIT_NAME_MAX} bytes"
+    if not UNIT_NAME.match(name):
+        return ("invalid unit name: expected NAME.TYPE with TYPE one of "
+                + ", ".join(UNIT_TYPES) + " and only letters, digits and :_.\\- in NAME")
+    if "@." in name:
+        return "a template unit cannot be declared; name an instance such as getty@tty1.service"
+    return None
+
+
+class UnitPlan:
+    """What one declared unit needs; ``actions`` are in execution order."""
+
+    __slots__ = ("name", "desired", "before", "actions", "problem")
+
+    def __init__(self, name, desired, before, actions, problem=None):
+        self.name = name
+        self.desired = desired
+        self.before = before
+        self.actions = actions
+        self.problem = problem
+
+
+def plan_unit(name, desired, live):
+    """Plan one unit. LIVE is a systemd.UnitStatus-like object (or None when systemd did not report it)."""
+    if live is None or not live.exists:
+        return UnitPlan(name, desired, None, [],
+                        f"{unit_path(name)}: no such unit on this host (systemd reports it not-found)")
+    before = live.snapshot()
+    actions = []
+    masked = live.masked
+    want_masked = desired.get("masked")
+    if want_masked is False and masked:
+        actions.append("unmask")
+        masked = False
+    if masked and want_masked is None and desired.get("enabled") is True:
+        return UnitPlan(name, desired, before, [],
+                        f"{unit_path(name, 'enabled')}: the unit is masked; declare masked: false to unmask it")
+    if masked and want_masked is None and desired.get("active_state") == "active":
+        return UnitPlan(name, desired, before, [],
+                        f"{unit_path(name, 'active_state')}: the unit is masked; declare masked: false to unmask it")
+    want_enabled = desired.get("enabled")
+    if want_enabled is not None and not masked and want_enabled != live.enabled:
+        if not want_enabled and live.unit_file_state in UNCHANGEABLE_STATES:
+            return UnitPlan(name, desired, before, [],
+                            f"{unit_path(name, 'enabled')}: a {live.unit_file_state} unit cannot be disabled "
+                            "(it has no [Install] section); mask it instead")
+        if want_enabled and live.enabled is None:
+            return UnitPlan(name, desired, before, [],
+                            f"{unit_path(name, 'enabled')}: the unit has no unit file to enable")
+        actions.append("enable" if want_enabled else "disable")
+    want_active = desired.get("active_state")
+    if want_active == "active" and not live.running:
+        actions.append("start")
+    elif (want_active == "inactive" or want_masked) and live.running:
+        actions.append("stop")
+    if want_masked and not masked:
+        actions.append("mask")
+    return UnitPlan(name, desired, before, actions)
+
+
+def expected_after(plan):
+    """The snapshot entry the unit should have once PLAN's actions have run (for check and diff mode)."""
+    after = dict(plan.before)
+    for action in plan.actions:
+        if action in ("unmask", "mask"):
+            after["masked"] = action == "mask"
+            if action == "mask":
+                after["enabled"] = False
+        elif action in ("enable", "disable"):
+            after["enabled"] = action == "enable"
+        else:
+            after["active_state"] = "active" if action == "start" else "inactive"
+    return after
+
+
+def snapshot_document(units):
+    """A desired state document that describes UNITS ({name: UnitStatus}) as they are."""
+    return {"version": 1, "plugins": {"systemd": {"units": {name: unit.snapshot() for name, unit in units.items()}}}}

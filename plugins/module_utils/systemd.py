@@ -1,0 +1,283 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A client for systemd's D-Bus API (org.freedesktop.systemd1), shared by every module.
+
+One bus connection per module run. Reads are batched: ``ListUnitsByNames`` loads and reports every
+requested unit in one round trip (unlike ``GetUnit`` it also answers for units that are not loaded),
+and the few per-unit properties it does not carry are fetched with pipelined calls, all sent before
+the first reply is awaited. Without a GLib main loop dbus-python cannot receive signals, so jobs are
+waited for by polling ``ListJobs``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
+
+try:
+    import dbus
+    import dbus.lowlevel
+except ImportError:
+    dbus = None
+    DBUS_IMPORT_ERROR = traceback.format_exc()
+else:
+    DBUS_IMPORT_ERROR = None
+
+SYSTEMD_BUS_NAME = "org.freedesktop.systemd1"
+SYSTEMD_PATH = "/org/freedesktop/systemd1"
+MANAGER_INTERFACE = "org.freedesktop.systemd1.Manager"
+UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+CALL_TIMEOUT = 25.0
+# Where distributions install the Python that has their python3-dbus package.
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python")
+
+# Unit file states that mean "starts when its dependencies ask for it" (what `systemctl is-enabled`
+# reports success for) versus states that `enabled: false` can reach.
+ENABLED_STATES = frozenset(("enabled", "enabled-runtime", "static", "alias", "indirect", "generated", "transient"))
+MASKED_STATES = frozenset(("masked", "masked-runtime"))
+# States an install-less unit is in: nothing to enable or disable.
+UNCHANGEABLE_STATES = frozenset(("static", "alias", "generated", "transient"))
+RUNNING_STATES = frozenset(("active", "reloading", "activating"))
+
+
+class SystemdError(Exception):
+    """A D-Bus or systemd failure, with a message a user can act on."""
+
+
+def require_dbus(module):
+    """Make dbus-python importable, respawning under the system Python that has python3-dbus."""
+    if dbus is not None:
+        return
+    if not has_respawned():
+        interpreter = probe_interpreters_for_module(SYSTEM_PYTHONS, "dbus")
+        if interpreter:
+            respawn_module(interpreter)
+    module.fail_json(msg=missing_required_lib("dbus-python", reason="to talk to systemd over D-Bus")
+                     + " On Debian and Ubuntu install python3-dbus; on Fedora and RHEL python3-dbus.",
+                     exception=DBUS_IMPORT_ERROR)
+
+
+class UnitStatus:
+    """What systemd reports about one unit; ``snapshot()`` expresses it as a desired-state entry."""
+
+    __slots__ = ("name", "load_state", "active_state", "sub_state", "unit_file_state", "object_path",
+                 "need_daemon_reload")
+
+    def __init__(self, name, load_state, active_state, sub_state, object_path, unit_file_state="",
+                 need_daemon_reload=False):
+        self.name = name
+        self.load_state = load_state
+        self.active_state = active_state
+        self.sub_state = sub_state
+        self.object_path = object_path
+        self.unit_file_state = unit_file_state
+        self.need_daemon_reload = need_daemon_reload
+
+    @property
+    def exists(self):
+        return self.load_state != "not-found" or self.masked
+
+    @property
+    def masked(self):
+        return self.load_state == "masked" or self.unit_file_state in MASKED_STATES
+
+    @property
+    def enabled(self):
+        """True or False; None when the unit has no unit file state (e.g. it does not exist)."""
+        if self.masked:
+            return False
+        if not self.unit_file_state:
+            return None
+        return self.unit_file_state in ENABLED_STATES
+
+    @property
+    def running(self):
+        return self.active_state in RUNNING_STATES
+
+    def snapshot(self):
+        """The unit's state as an entry of a desired-state document (so a snapshot can be applied)."""
+        entry = {"active_state": "active" if self.running else "inactive", "masked": self.masked}
+        if self.enabled is not None:
+            entry["enabled"] = self.enabled
+        return entry
+
+    def as_dict(self):
+        return {
+            "load_state": self.load_state,
+            "active_state": self.active_state,
+            "sub_state": self.sub_state,
+            "unit_file_state": self.unit_file_state,
+            "enabled": self.enabled,
+            "masked": self.masked,
+        }
+
+
+class SystemdClient:
+    """Talks to the system manager (scope ``system``) or the calling user's manager (``user``)."""
+
+    def __init__(self, scope="system"):
+        try:
+            if scope == "user":
+                self.bus = dbus.bus.BusConnection(_user_bus_address())
+            else:
+                self.bus = dbus.SystemBus(private=True)
+        except dbus.DBusException as error:
+            raise SystemdError(
+                f"cannot connect to the {scope} bus: {error.get_dbus_message()}. "
+                + ("Is the user's systemd instance running (loginctl enable-linger USER)?" if scope == "user"
+                   else "Is dbus running on this host (systemctl status dbus)?")
+            ) from None
+        self.scope = scope
+
+    # ------------------------------------------------------------------ low level
+    def _message(self, path, interface, method, signature=None, *args):
+        message = dbus.lowlevel.MethodCallMessage(SYSTEMD_BUS_NAME, path, interface, method)
+        if signature:
+            message.append(signature=signature, *args)
+        return message
+
+    def _call(self, method, signature=None, *args):
+        """One blocking call on the manager object; returns the reply's arguments."""
+        message = self._message(SYSTEMD_PATH, MANAGER_INTERFACE, method, signature, *args)
+        try:
+            reply = self.bus.send_message_with_reply_and_block(message, CALL_TIMEOUT)
+        except dbus.DBusException as error:
+            raise SystemdError(f"{method}: {error.get_dbus_message()}") from None
+        return reply.get_args_list()
+
+    def _pipelined(self, messages):
+        """Send every message before waiting for any reply; returns replies (or DBusExceptions) in order."""
+        replies = [None] * len(messages)
+
+        def keep(index):
+            def handler(reply):
+                replies[index] = reply
+            return handler
+
+        pending = [self.bus.send_message_with_reply(message, keep(index), CALL_TIMEOUT)
+                   for index, message in enumerate(messages)]
+        for call in pending:
+            call.block()
+        results = []
+        for reply in replies:
+            if isinstance(reply, dbus.lowlevel.ErrorMessage):
+                arguments = reply.get_args_list()
+                results.append(dbus.DBusException(arguments[0] if arguments else "", name=reply.get_error_name()))
+            else:
+                results.append(reply.get_args_list()[0])
+        return results
+
+    def _unit_properties(self, units, interface, name):
+        messages = [self._message(unit.object_path, PROPERTIES_INTERFACE, "Get", "ss", interface, name)
+                    for unit in units]
+        return self._pipelined(messages)
+
+    # ------------------------------------------------------------------ reads
+    def read_units(self, names, need_reload_flag=False):
+        """Status of each named unit, loading units that are not loaded; ordered as NAMES."""
+        if not names:
+            return {}
+        rows = self._call("ListUnitsByNames", "as", dbus.Array(names, signature="s"))[0]
+        units = {}
+        for row in rows:
+            name = str(row[0])
+            units[name] = UnitStatus(name, str(row[2]), str(row[3]), str(row[4]), str(row[6]))
+        self._fill_unit_file_states(list(units.values()))
+        if need_reload_flag:
+            self.fill_need_daemon_reload(list(units.values()))
+        return {name: units[name] for name in names if name in units}
+
+    def _fill_unit_file_states(self, units):
+        for unit, state in zip(units, self._unit_properties(units, UNIT_INTERFACE, "UnitFileState")):
+            unit.unit_file_state = "" if isinstance(state, Exception) else str(state)
+
+    def fill_need_daemon_reload(self, units):
+        for unit, flag in zip(units, self._unit_properties(units, UNIT_INTERFACE, "NeedDaemonReload")):
+            unit.need_daemon_reload = not isinstance(flag, Exception) and bool(flag)
+
+    def all_unit_names(self):
+        """Every unit systemd knows: loaded units and installed unit files (templates excluded)."""
+        names = {str(row[0]) for row in self._call("ListUnits")[0]}
+        for path, _state in self._call("ListUnitFiles")[0]:
+            name = os.path.basename(str(path))
+            if "@." not in name:  # a template is not a unit until it has an instance
+                names.add(name)
+        return sorted(names)
+
+    def service_result(self, unit):
+        """The ``Result`` of a service (e.g. ``exit-code``), or an empty string for other unit types."""
+        if not unit.name.endswith(".service"):
+            return ""
+        value = self._unit_properties([unit], SERVICE_INTERFACE, "Result")[0]
+        return "" if isinstance(value, Exception) else str(value)
+
+    # ------------------------------------------------------------------ unit files
+    def _unit_file_call(self, method, names, *flags):
+        """Run one of the *UnitFiles methods for all NAMES; returns its change list as dicts."""
+        signature = "as" + "b" * len(flags)
+        reply = self._call(method, signature, dbus.Array(names, signature="s"), *flags)
+        changes = reply[-1]
+        return [{"type": str(kind), "file": str(path), "destination": str(dest)} for kind, path, dest in changes]
+
+    def enable(self, names):
+        return self._unit_file_call("EnableUnitFiles", names, False, False)
+
+    def disable(self, names):
+        return self._unit_file_call("DisableUnitFiles", names, False)
+
+    def mask(self, names):
+        return self._unit_file_call("MaskUnitFiles", names, False, False)
+
+    def unmask(self, names):
+        return self._unit_file_call("UnmaskUnitFiles", names, False)
+
+    def reload(self):
+        """daemon-reload; systemd replies once the reload is complete."""
+        self._call("Reload")
+
+    # ------------------------------------------------------------------ jobs
+    def run_jobs(self, requests, timeout):
+        """Queue ``(unit name, "start"|"stop")`` jobs in mode ``replace`` and wait until all finished.
+
+        Returns ``{unit name: error message}`` for jobs that could not be queued or did not finish
+        within TIMEOUT seconds; the caller judges success by re-reading the units' states.
+        """
+        methods = {"start": "StartUnit", "stop": "StopUnit"}
+        messages = [self._message(SYSTEMD_PATH, MANAGER_INTERFACE, methods[verb], "ss", name, "replace")
+                    for name, verb in requests]
+        errors = {}
+        jobs = {}
+        for (name, verb), reply in zip(requests, self._pipelined(messages)):
+            if isinstance(reply, Exception):
+                errors[name] = f"{verb} refused: {reply.get_dbus_message()}"
+            else:
+                jobs[str(reply)] = name
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while jobs:
+            running = {str(job[4]) for job in self._call("ListJobs")[0]}
+            for path in [path for path in jobs if path not in running]:
+                del jobs[path]
+            if not jobs:
+                break
+            if time.monotonic() > deadline:
+                for name in jobs.values():
+                    errors[name] = f"job did not finish within {timeout} s"
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return errors
+
+
+def _user_bus_address():
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return f"unix:path={runtime_dir}/bus"

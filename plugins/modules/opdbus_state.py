@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: opdbus_state
+short_description: Apply a desired systemd state through D-Bus and record every change in the ledger
+version_added: 0.1.0
+description:
+  - Brings the systemd units declared in a desired state document to their declared state
+    (running or not, enabled or not, masked or not) by calling systemd's D-Bus API directly:
+    C(LoadUnit)-style reads of all units in one call, C(EnableUnitFiles), C(DisableUnitFiles),
+    C(MaskUnitFiles), C(UnmaskUnitFiles), C(Reload), and C(StartUnit)/C(StopUnit) in mode C(replace),
+    waiting for each job to finish and re-reading the unit afterwards.
+  - One call handles any number of units. Every unit is checked before anything is changed, so an
+    invalid document or a unit that does not exist changes nothing.
+  - For each unit the order is unmask, enable or disable, daemon-reload (also when a unit reports
+    C(NeedDaemonReload)), start or stop, mask.
+  - Every run that changes something appends one entry to the host's tamper-evident ledger
+    (see M(opdbus.fleet.opdbus_ledger_info)), listing each unit's actions and its state before and
+    after. A run that changes nothing appends nothing.
+  - The document is written to O(state_file) and, once every unit has reached it, to
+    C(state/current.json) in the ledger directory, so the two are equal after a successful run.
+  - If a unit fails, the other units are still processed, the task fails naming every failed unit,
+    and the ledger records what did change.
+author:
+  - opdbus.fleet developers
+extends_documentation_fragment:
+  - opdbus.fleet.state_document
+options:
+  state_file:
+    description:
+      - Where the applied desired state document is written on the host.
+      - Defaults to C(/etc/op-dbus/state.json) for O(scope=system) and
+        C($XDG_CONFIG_HOME/op-dbus/state.json) for O(scope=user).
+    type: path
+  ledger_path:
+    description:
+      - The ledger directory.
+      - Defaults to C(/var/lib/op-dbus/blockchain) for O(scope=system) and
+        C($XDG_STATE_HOME/op-dbus/blockchain) for O(scope=user).
+    type: path
+  job_timeout:
+    description:
+      - Seconds to wait for all start and stop jobs of the run to finish.
+    type: int
+    default: 90
+attributes:
+  check_mode:
+    support: full
+    description: Reports exactly the actions that would run; nothing on the host changes.
+  diff_mode:
+    support: full
+    description: Shows each changed unit's C(active_state), C(enabled) and C(masked) before and after.
+notes:
+  - Fields left out of a unit's entry are not managed. C(enabled=true) is satisfied by units that
+    systemd starts through their dependencies (C(static), C(alias), C(indirect), C(generated),
+    C(transient)); C(enabled=false) fails for those, because they cannot be disabled, only masked.
+  - A masked unit cannot be enabled or started until it is unmasked; declare C(masked=false) to do so.
+seealso:
+  - module: opdbus.fleet.opdbus_state_info
+  - module: opdbus.fleet.opdbus_ledger_info
+"""
+
+EXAMPLES = r"""
+- name: Hold the laptop profile's services in their declared state
+  opdbus.fleet.opdbus_state:
+    state:
+      version: 1
+      plugins:
+        systemd:
+          units:
+            ssh.service: {active_state: active, enabled: true}
+            cups.service: {active_state: inactive, enabled: false, masked: true}
+  register: applied
+
+- name: Show which units changed and the ledger checkpoint after the run
+  ansible.builtin.debug:
+    msg: "{{ applied.actions }} -> {{ applied.checkpoint }}"
+
+- name: Apply the document already on the host (for example with ansible-pull)
+  opdbus.fleet.opdbus_state:
+    src: /etc/op-dbus/state.json
+
+- name: Manage a user's own units (lingering enabled for that user)
+  become: true
+  become_user: builder
+  opdbus.fleet.opdbus_state:
+    scope: user
+    state:
+      version: 1
+      plugins: {systemd: {units: {"sync.timer": {active_state: active, enabled: true}}}}
+"""
+
+RETURN = r"""
+actions:
+  description: The actions that ran (in check mode, that would run), in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    unit: {description: The unit name., type: str, returned: always}
+    action:
+      description: One of V(unmask), V(enable), V(disable), V(start), V(stop), V(mask).
+      type: str
+      returned: always
+  sample: [{"unit": "cups.service", "action": "stop"}, {"unit": "cups.service", "action": "mask"}]
+units:
+  description:
+    - Live state of every declared unit after the run (before it, in check mode), as systemd reports it.
+  returned: always
+  type: dict
+  sample:
+    ssh.service:
+      load_state: loaded
+      active_state: active
+      sub_state: running
+      unit_file_state: enabled
+      enabled: true
+      masked: false
+failed_units:
+  description: Units that did not reach their declared state, with the reason.
+  returned: when a unit failed
+  type: dict
+  sample: {"broken.service": "plugins.systemd.units[\"broken.service\"] did not reach active_state=active: ..."}
+entry:
+  description: The ledger entry this run appended; V(null) when nothing changed or in check mode.
+  returned: always
+  type: dict
+  sample:
+    seq: 12
+    action: apply
+    host: laptop-17
+    actor: root
+    time: "2026-11-22T10:00:00.000000Z"
+    changes: {units: [{unit: cups.service, actions: [stop, mask], before: {}, after: {}}], files: []}
+    state_sha256: 9f2c...
+    prev_root: 3a7b...
+checkpoint:
+  description: The ledger checkpoint after the run; keep it on the controller to detect truncation or rewrites later.
+  returned: always
+  type: dict
+  contains:
+    origin: {description: Identity of this host's ledger., type: str, returned: always}
+    size: {description: Number of entries., type: int, returned: always}
+    root: {description: RFC 6962 Merkle root of the entries (hex)., type: str, returned: always}
+timing:
+  description: Time spent inside the module, in milliseconds.
+  returned: always
+  type: dict
+  sample: {"total_ms": 31.2}
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import StateApplier, default_paths
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import LedgerError
+from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
+    document_argument_spec, document_from_params)
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
+
+
+def main():
+    started = time.monotonic()
+    module = AnsibleModule(
+        argument_spec=dict(
+            document_argument_spec(),
+            state_file=dict(type="path"),
+            ledger_path=dict(type="path"),
+            job_timeout=dict(type="int", default=90),
+        ),
+        mutually_exclusive=[("state", "src")],
+        required_one_of=[("state", "src")],
+        supports_check_mode=True,
+    )
+    require_dbus(module)
+    params = module.params
+    default_state_file, default_ledger = default_paths(params["scope"])
+    try:
+        document = document_from_params(params)
+        applier = StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
+                               state_file=params["state_file"] or default_state_file,
+                               job_timeout=params["job_timeout"])
+        if module.check_mode:
+            result, entry = applier.check(document), None
+        else:
+            result, entry = applier.apply(document)
+        checkpoint = entry["checkpoint"] if entry else applier.ledger.checkpoint()
+    except (StateDocumentError, SystemdError, LedgerError) as error:
+        module.fail_json(msg=str(error), changed=False)
+
+    output = dict(
+        changed=result.changed or bool(entry),
+        actions=result.actions,
+        units={name: unit.as_dict() for name, unit in result.units.items()},
+        entry=entry,
+        checkpoint=checkpoint,
+        diff=result.diff(),
+        timing={"total_ms": round((time.monotonic() - started) * 1000, 1)},
+    )
+    if result.failures:
+        module.fail_json(msg="units did not reach their declared state: " + "; ".join(result.failures.values()),
+                         failed_units=result.failures, **output)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()
