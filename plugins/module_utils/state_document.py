@@ -191,3 +191,22 @@ def expected_after(plan):
 def snapshot_document(units):
     """A desired state document that describes UNITS ({name: UnitStatus}) as they are."""
     return {"version": 1, "plugins": {"systemd": {"units": {name: unit.snapshot() for name, unit in units.items()}}}}
+
+
+def drift(desired_units, live):
+    """``{unit: {"fields": {field: {"desired", "actual"}}, "actions": [...]}}`` for units off their declaration.
+
+    DESIRED_UNITS is ``validate()``'s result; LIVE maps names to UnitStatus. A unit systemd does not
+    know is reported with ``problem`` instead of fields.
+    """
+    report = {}
+    for name, fields in desired_units.items():
+        plan = plan_unit(name, fields, live.get(name))
+        if plan.problem:
+            report[name] = {"problem": plan.problem, "actions": [], "fields": {}}
+            continue
+        wrong = {field: {"desired": value, "actual": plan.before.get(field)}
+                 for field, value in fields.items() if plan.before.get(field) != value}
+        if wrong or plan.actions:
+            report[name] = {"fields": wrong, "actions": plan.actions}
+    return report

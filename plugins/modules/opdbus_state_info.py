@@ -1,0 +1,136 @@
+#!/usr/bin/python
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: opdbus_state_info
+short_description: Live systemd unit state over D-Bus, and drift against a desired state document
+version_added: 0.1.0
+description:
+  - Reads the live state of systemd units through systemd's D-Bus API: load, active and sub state,
+    unit file state, whether the unit is enabled and whether it is masked.
+  - With a desired state document (O(state) or O(src)), reports C(drift), the declared units whose
+    live state differs from their declaration and the actions M(opdbus.fleet.opdbus_state) would run.
+  - With O(query), evaluates a JMESPath expression on the host over the result, so only the answer
+    travels back to the controller.
+author:
+  - opdbus.fleet developers
+extends_documentation_fragment:
+  - opdbus.fleet.state_document
+options:
+  units:
+    description:
+      - Units to report.
+      - Defaults to the units declared in O(state) or O(src) when one is given, else every unit
+        systemd knows (loaded units and installed unit files; templates without an instance excluded).
+    type: list
+    elements: str
+  query:
+    description:
+      - A JMESPath expression evaluated over C({units, drift, in_sync}); its answer is returned as
+        RV(query_result). Requires jmespath on the host (C(python3-jmespath)).
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+seealso:
+  - module: opdbus.fleet.opdbus_state
+"""
+
+EXAMPLES = r"""
+- name: Read two units
+  opdbus.fleet.opdbus_state_info:
+    units: [ssh.service, cron.service]
+  register: info
+
+- name: Report drift from the document on the host
+  opdbus.fleet.opdbus_state_info:
+    src: /etc/op-dbus/state.json
+  register: drift_report
+  failed_when: not drift_report.in_sync
+
+- name: Only bring back the names of failed units
+  opdbus.fleet.opdbus_state_info:
+    query: "units | items(@)[?[1].active_state == 'failed'][0]"
+  register: failed_units
+"""
+
+RETURN = r"""
+units:
+  description: Live state of each reported unit.
+  returned: always
+  type: dict
+  sample:
+    ssh.service:
+      load_state: loaded
+      active_state: active
+      sub_state: running
+      unit_file_state: enabled
+      enabled: true
+      masked: false
+drift:
+  description:
+    - Declared units whose live state differs from the document, with the differing C(fields)
+      (desired and actual values) and the C(actions) M(opdbus.fleet.opdbus_state) would run.
+    - A unit that cannot be brought to its declaration (for example one that does not exist) has a C(problem).
+    - Empty when no document is given.
+  returned: always
+  type: dict
+  sample:
+    ssh.service:
+      fields: {active_state: {desired: active, actual: inactive}}
+      actions: [start]
+in_sync:
+  description: Whether the live state matches the document (always true without one).
+  returned: always
+  type: bool
+query_result:
+  description: The answer of O(query).
+  returned: when O(query) is set
+  type: raw
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
+    document_argument_spec, document_from_params)
+from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError, drift, validate
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(document_argument_spec(), units=dict(type="list", elements="str"), query=dict(type="str")),
+        mutually_exclusive=[("state", "src")],
+        supports_check_mode=True,
+    )
+    require_dbus(module)
+    params = module.params
+    try:
+        desired = {}
+        if params["state"] is not None or params["src"] is not None:
+            desired = validate(document_from_params(params))
+        client = SystemdClient(params["scope"])
+        names = params["units"] or list(desired) or client.all_unit_names()
+        live = client.read_units(sorted(set(names) | set(desired)))
+    except (StateDocumentError, SystemdError) as error:
+        module.fail_json(msg=str(error))
+
+    report = drift(desired, live)
+    result = dict(
+        units={name: live[name].as_dict() for name in names if name in live},
+        drift=report,
+        in_sync=not report,
+    )
+    if params["query"]:
+        result["query_result"] = run_query(module, params["query"], result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
