@@ -23,7 +23,7 @@ export PYTHONPATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps test sanity lint units integration molecule changelog-lint clean-fleet check-clean
+.PHONY: help deps demo test sanity lint units integration molecule changelog-lint clean-fleet check-clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -52,6 +52,23 @@ $(BUILD)/ansible_collections/opdbus/fleet:
 	@mkdir -p $(dir $@) && ln -sfn ../../.. $@
 
 .PHONY: apt-packages
+
+# ---------------------------------------------------------------------------------------- demo
+DEMO_PLAYBOOK = $(BIN)/ansible-playbook -i /run/opdbus-fleet/demo/inventory.yml playbooks/demo/$(1)
+
+demo: deps ## boot three hosts, roll the laptop profile out, re-run, show drift and each ledger
+	@trap '$(FLEET) down --name demo' EXIT; set -e; \
+	echo "== 1. boot three real systemd hosts (systemd-nspawn, one network namespace each)"; \
+	$(FLEET) up --name demo --hosts 3 >/dev/null; \
+	echo "== 2. apply the laptop profile (playbooks/demo/laptop_state.yml) through D-Bus"; \
+	$(call DEMO_PLAYBOOK,apply.yml); \
+	echo "== 3. apply it again: nothing to do, changed=0"; \
+	$(call DEMO_PLAYBOOK,apply.yml); \
+	echo "== 4. stop the backup timer on node2 behind Ansible's back, then look for drift"; \
+	$(FLEET) ssh --name demo node2 -- systemctl stop dpkg-db-backup.timer; \
+	$(call DEMO_PLAYBOOK,drift.yml); \
+	echo "== 5. each host's ledger: verified, with the checkpoint to keep on the controller"; \
+	$(call DEMO_PLAYBOOK,ledger.yml)
 
 # ---------------------------------------------------------------------------------------- test
 test: deps ## install what is needed and run every stage (CI runs this)

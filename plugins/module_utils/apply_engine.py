@@ -215,9 +215,8 @@ class StateApplier:
         if not wrong:
             return None
         detail = f"active_state={unit.active_state} sub_state={unit.sub_state}"
-        result = self.client.service_result(unit) if "active_state" in wrong else ""
-        if result:
-            detail += f" result={result}"
+        if "active_state" in wrong:
+            detail = " ".join([detail] + self.client.failure_details(unit))
         return (f"{unit_path(plan.name)} did not reach {', '.join(f'{f}={plan.desired[f]}' for f in wrong)}: "
                 f"{detail}; see `journalctl -u {plan.name}`")
 

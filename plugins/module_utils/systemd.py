@@ -210,12 +210,22 @@ class SystemdClient:
                 names.add(name)
         return sorted(names)
 
-    def service_result(self, unit):
-        """The ``Result`` of a service (e.g. ``exit-code``), or an empty string for other unit types."""
-        if not unit.name.endswith(".service"):
-            return ""
-        value = self._unit_properties([unit], SERVICE_INTERFACE, "Result")[0]
-        return "" if isinstance(value, Exception) else str(value)
+    def failure_details(self, unit):
+        """Why a unit is not running, as ``key=value`` words: its start conditions and, for services, Result."""
+        queries = [(UNIT_INTERFACE, "ConditionResult"), (UNIT_INTERFACE, "AssertResult")]
+        if unit.name.endswith(".service"):
+            queries.append((SERVICE_INTERFACE, "Result"))
+        replies = self._pipelined([self._message(unit.object_path, PROPERTIES_INTERFACE, "Get", "ss", interface, name)
+                                   for interface, name in queries])
+        values = {name: reply for (_interface, name), reply in zip(queries, replies) if not isinstance(reply, Exception)}
+        details = []
+        if values.get("ConditionResult") is not None and not values["ConditionResult"]:
+            details.append("a start condition was not met (see systemctl status)")
+        if values.get("AssertResult") is not None and not values["AssertResult"]:
+            details.append("a start assertion failed")
+        if "Result" in values:
+            details.append(f"result={values['Result']}")
+        return details
 
     # ------------------------------------------------------------------ unit files
     def _unit_file_call(self, method, names, *flags):
