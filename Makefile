@@ -23,7 +23,7 @@ export PYTHONPATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps demo test sanity lint units integration molecule changelog-lint clean-fleet check-clean
+.PHONY: help deps demo bench test sanity lint units integration molecule changelog-lint clean-fleet check-clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -69,6 +69,12 @@ demo: deps ## boot three hosts, roll the laptop profile out, re-run, show drift 
 	$(call DEMO_PLAYBOOK,drift.yml); \
 	echo "== 5. each host's ledger: verified, with the checkpoint to keep on the controller"; \
 	$(call DEMO_PLAYBOOK,ledger.yml)
+
+# ---------------------------------------------------------------------------------------- bench
+bench: deps ## benchmarks, printed as ratios against their baselines (needs root)
+	@rc=0; for script in tests/bench/bench_*.py; do \
+	  echo "== $$script"; $(PYTHON) $$script || rc=1; \
+	done; exit $$rc
 
 # ---------------------------------------------------------------------------------------- test
 test: deps ## install what is needed and run every stage (CI runs this)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import tempfile
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, canonical_json
@@ -29,7 +30,8 @@ def default_paths(scope):
     """``(state_file, ledger_dir)`` for a scope: system-wide, or under the user's XDG directories."""
     if scope == "system":
         return SYSTEM_STATE_FILE, DEFAULT_LEDGER_DIR
-    home = os.path.expanduser("~")
+    # Not $HOME: become methods such as su keep the caller's, and the user's own home is meant.
+    home = pwd.getpwuid(os.getuid()).pw_dir
     config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
     return os.path.join(config, "op-dbus", "state.json"), os.path.join(state, "op-dbus", "blockchain")

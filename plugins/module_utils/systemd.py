@@ -34,6 +34,9 @@ UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 CALL_TIMEOUT = 25.0
+# dbus-daemon refuses more than max_replies_per_connection (128 on the system bus) calls awaiting
+# replies on one connection, so pipelined calls go out in windows of this many.
+PIPELINE_WINDOW = 64
 # Where distributions install the Python that has their python3-dbus package.
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python")
 
@@ -152,7 +155,7 @@ class SystemdClient:
         return reply.get_args_list()
 
     def _pipelined(self, messages):
-        """Send every message before waiting for any reply; returns replies (or DBusExceptions) in order."""
+        """Send calls without waiting for each reply; returns replies (or DBusExceptions) in order."""
         replies = [None] * len(messages)
 
         def keep(index):
@@ -160,10 +163,12 @@ class SystemdClient:
                 replies[index] = reply
             return handler
 
-        pending = [self.bus.send_message_with_reply(message, keep(index), CALL_TIMEOUT)
-                   for index, message in enumerate(messages)]
-        for call in pending:
-            call.block()
+        for start in range(0, len(messages), PIPELINE_WINDOW):
+            window = messages[start:start + PIPELINE_WINDOW]
+            pending = [self.bus.send_message_with_reply(message, keep(start + offset), CALL_TIMEOUT)
+                       for offset, message in enumerate(window)]
+            for call in pending:
+                call.block()
         results = []
         for reply in replies:
             if isinstance(reply, dbus.lowlevel.ErrorMessage):
@@ -193,13 +198,21 @@ class SystemdClient:
             self.fill_need_daemon_reload(list(units.values()))
         return {name: units[name] for name in names if name in units}
 
+    def _unit_property_values(self, units, name):
+        """One Unit property of every unit; a unit whose read fails is an error, never a default."""
+        values = self._unit_properties(units, UNIT_INTERFACE, name)
+        for unit, value in zip(units, values):
+            if isinstance(value, Exception):
+                raise SystemdError(f"reading {name} of {unit.name}: {value.get_dbus_message()}")
+        return values
+
     def _fill_unit_file_states(self, units):
-        for unit, state in zip(units, self._unit_properties(units, UNIT_INTERFACE, "UnitFileState")):
-            unit.unit_file_state = "" if isinstance(state, Exception) else str(state)
+        for unit, state in zip(units, self._unit_property_values(units, "UnitFileState")):
+            unit.unit_file_state = str(state)
 
     def fill_need_daemon_reload(self, units):
-        for unit, flag in zip(units, self._unit_properties(units, UNIT_INTERFACE, "NeedDaemonReload")):
-            unit.need_daemon_reload = not isinstance(flag, Exception) and bool(flag)
+        for unit, flag in zip(units, self._unit_property_values(units, "NeedDaemonReload")):
+            unit.need_daemon_reload = bool(flag)
 
     def all_unit_names(self):
         """Every unit systemd knows: loaded units and installed unit files (templates excluded)."""
