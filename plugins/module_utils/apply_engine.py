@@ -190,6 +190,10 @@ class StateApplier:
                 problem = self._unconverged(plan, units[plan.name])
                 if problem:
                     failures[plan.name] = problem
+        # A job that finished without its effect (a start that failed) is a failure, not a change.
+        actions = [action for action in actions
+                   if not (action["unit"] in failures and action["action"] in ("start", "stop")
+                           and units[action["unit"]].snapshot()["active_state"] != expected_after_job(action))]
         return ApplyResult(plans, units, actions, failures, file_changes)
 
     @staticmethod
@@ -234,6 +238,10 @@ class StateApplier:
                 _atomic_write_json(path, document, mode)
                 updates.append(path)
         return updates
+
+
+def expected_after_job(action):
+    return "active" if action["action"] == "start" else "inactive"
 
 
 def _read_json(path):

@@ -299,8 +299,19 @@ class SystemdClient:
 
 
 def _user_bus_address():
-    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-    if address:
-        return address
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return f"unix:path={runtime_dir}/bus"
+    """The bus of the user this runs as. Environment variables count only when they point at that
+    user's own socket: become methods such as su pass the caller's through."""
+    uid = os.getuid()
+    candidates = []
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if address.startswith("unix:path="):
+        candidates.append(address[len("unix:path="):].split(",", 1)[0])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "bus"))
+    for path in candidates:
+        try:
+            if os.stat(path).st_uid == uid:
+                return f"unix:path={path}"
+        except OSError:
+            continue
+    return f"unix:path=/run/user/{uid}/bus"
