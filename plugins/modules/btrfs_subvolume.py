@@ -1,0 +1,258 @@
+#!/usr/bin/python
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: btrfs_subvolume
+short_description: Manage a BTRFS subvolume or snapshot, its read-only flag, compression and default status
+version_added: 0.1.0
+description:
+  - Creates or deletes a subvolume at a path in a mounted BTRFS filesystem, optionally as a snapshot
+    (read-write or read-only) of another subvolume, and manages its read-only flag, its C(compression)
+    property and whether it is the filesystem's default subvolume.
+  - Every check is made before the first change, so a task that fails for bad input (a path that is
+    not on BTRFS, a missing parent, a plain directory in the way, a snapshot source that is not a
+    subvolume, deleting the default or a mounted subvolume) changes nothing.
+  - Uses the C(btrfs) command of btrfs-progs, which must be installed on the target.
+author:
+  - opdbus.fleet developers (@opdbus)
+options:
+  path:
+    description:
+      - Path of the subvolume in a mounted BTRFS filesystem, for example C(/mnt/pool/@cache).
+      - Symbolic links above the last component are followed. A symbolic link as the last component
+        is not a subvolume, so it is an error, never a way to reach one.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) creates the subvolume if it does not exist; V(absent) deletes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  snapshot_source:
+    description:
+      - Create O(path) as a snapshot of this subvolume (a path in the same filesystem).
+      - If O(path) already exists it must be a snapshot of this source (its parent UUID is the source's
+        UUID); it is left as it is, never taken again. To take a new snapshot, delete the old one first.
+      - A snapshot copies the source's C(compression) property.
+    type: path
+  read_only:
+    description:
+      - Whether the subvolume is read-only. Not managed when omitted.
+      - A new read-only snapshot is taken read-only at once (atomically) unless its compression must
+        be set first.
+    type: bool
+  compression:
+    description:
+      - The subvolume's C(compression) property, inherited by files and directories created in it
+        afterwards (existing files keep their compression). Not managed when omitted.
+      - V(none) means "do not compress", also when the filesystem is mounted with C(compress=).
+      - BTRFS cannot change the property of a read-only subvolume; combine it with O(read_only=false).
+    type: str
+    choices: [zstd, lzo, zlib, none]
+  default:
+    description:
+      - V(true) makes the subvolume the filesystem's default subvolume (what a mount without
+        C(subvol=) mounts); V(false) makes the top-level subvolume the default again if this one is it.
+      - Not managed when omitted.
+    type: bool
+  recursive:
+    description:
+      - With O(state=present), create missing parent directories of O(path) as subvolumes (without it
+        a missing parent is an error).
+      - With O(state=absent), delete the subvolumes nested in O(path) as well, deepest first (without
+        it, nested subvolumes are an error).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Reports exactly the actions a real run would take; nothing on the target changes.
+  diff_mode:
+    support: full
+    description: Shows the subvolume's state, read-only flag, compression and default status before and after.
+notes:
+  - A subvolume counts as mounted if it, or a directory in it, is mounted in the mount namespace the
+    module runs in. Mounts in other namespaces (containers) cannot be seen, and BTRFS itself deletes a
+    subvolume that is mounted.
+  - Check mode predicts a new subvolume's properties; C(id), C(uuid) and C(generation) of a
+    subvolume that does not exist yet are returned as V(null).
+  - See docs/btrfs.md in the collection for how the options map to C(community.general.btrfs_subvolume).
+seealso:
+  - module: opdbus.fleet.btrfs_info
+"""
+
+EXAMPLES = r"""
+- name: Lay out the state subvolume with zstd compression
+  opdbus.fleet.btrfs_subvolume:
+    path: /mnt/pool/@state
+    compression: zstd
+
+- name: Take a read-only snapshot before an upgrade (parents created as subvolumes)
+  opdbus.fleet.btrfs_subvolume:
+    path: /mnt/pool/@snapshots/root-before-upgrade
+    snapshot_source: /mnt/pool/@root
+    read_only: true
+    recursive: true
+  register: snapshot
+
+- name: Show the snapshot's UUID and what was done
+  ansible.builtin.debug:
+    msg: "{{ snapshot.subvolume.uuid }} after {{ snapshot.actions | map(attribute='action') | list }}"
+
+- name: Boot into a writable copy of the snapshot next time
+  opdbus.fleet.btrfs_subvolume:
+    path: /mnt/pool/@root-rollback
+    snapshot_source: /mnt/pool/@snapshots/root-before-upgrade
+    default: true
+
+- name: Delete a subvolume and everything nested in it
+  opdbus.fleet.btrfs_subvolume:
+    path: /mnt/pool/@scratch
+    state: absent
+    recursive: true
+"""
+
+RETURN = r"""
+actions:
+  description:
+    - The changes made (in check mode, the changes a real run would make), in order. Each has
+      C(action) (V(create), V(snapshot), V(set_read_only), V(set_compression), V(set_default),
+      V(reset_default) or V(delete)) and C(path), plus C(source) and C(read_only) for a snapshot,
+      C(read_only) for V(set_read_only), C(compression) for V(set_compression).
+    - When a command fails, the actions finished before it.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {action: snapshot, path: /mnt/pool/@snapshots/s1, source: /mnt/pool/@root, read_only: false}
+    - {action: set_compression, path: /mnt/pool/@snapshots/s1, compression: zstd}
+    - {action: set_read_only, path: /mnt/pool/@snapshots/s1, read_only: true}
+subvolume:
+  description: The subvolume after the run (in check mode, as a real run would leave it).
+  returned: when O(state=present)
+  type: dict
+  contains:
+    path:
+      description: The subvolume's path (normalised O(path)).
+      type: str
+      returned: always
+    id:
+      description: Subvolume ID; V(null) in check mode for a new subvolume.
+      type: int
+      returned: always
+    uuid:
+      description: The subvolume's UUID.
+      type: str
+      returned: always
+    parent_uuid:
+      description: UUID of the subvolume this one is a snapshot of; V(null) if it is not a snapshot.
+      type: str
+      returned: always
+    received_uuid:
+      description: UUID it was received as (btrfs receive); V(null) if none.
+      type: str
+      returned: always
+    generation:
+      description: Generation (transaction ID) of the subvolume's last change.
+      type: int
+      returned: always
+    parent_id:
+      description: ID of the subvolume this one is nested in; V(null) for the top level.
+      type: int
+      returned: always
+    flags:
+      description: Subvolume flags as btrfs-progs names them (V(readonly)).
+      type: list
+      elements: str
+      returned: always
+    read_only:
+      description: Whether the subvolume is read-only.
+      type: bool
+      returned: always
+    compression:
+      description: The C(compression) property (V(zstd), V(lzo), V(zlib), V(none)); V(null) when not set.
+      type: str
+      returned: always
+    default:
+      description: Whether this is the filesystem's default subvolume.
+      type: bool
+      returned: always
+  sample:
+    path: /mnt/pool/@snapshots/s1
+    id: 261
+    uuid: 5c914ce0-afe8-2740-9c62-a3940c0d54bb
+    parent_uuid: aae53547-1708-8244-a042-cec93f810ca8
+    received_uuid: null
+    generation: 14
+    parent_id: 258
+    flags: [readonly]
+    read_only: true
+    compression: zstd
+    default: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
+    COMPRESSION_CHOICES,
+    BtrfsClient,
+    BtrfsError,
+    describe_subvolume,
+    plan_subvolume,
+)
+
+PLAN_OPTIONS = ("path", "state", "snapshot_source", "read_only", "compression", "default", "recursive")
+
+
+def predicted_subvolume(client, plan):
+    """What check mode returns: the subvolume as it is now (if it exists), with the planned properties."""
+    if plan.before["state"] == "present":
+        subvolume = describe_subvolume(client, plan.after["path"])
+    else:
+        subvolume = dict.fromkeys(("id", "uuid", "parent_uuid", "received_uuid", "generation", "parent_id"))
+        subvolume["path"] = plan.after["path"]
+    subvolume.update((key, plan.after[key]) for key in ("read_only", "compression", "default"))
+    subvolume["flags"] = [flag for flag in subvolume.get("flags", []) if flag != "readonly"]
+    if subvolume["read_only"]:
+        subvolume["flags"].append("readonly")
+    return subvolume
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            snapshot_source=dict(type="path"),
+            read_only=dict(type="bool"),
+            compression=dict(type="str", choices=list(COMPRESSION_CHOICES)),
+            default=dict(type="bool"),
+            recursive=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    client = BtrfsClient(module)
+    done = []
+    try:
+        plan = plan_subvolume(client, **{option: module.params[option] for option in PLAN_OPTIONS})
+        result = dict(changed=bool(plan.steps), actions=plan.actions)
+        if module._diff:
+            result["diff"] = dict(before=plan.before, after=plan.after)
+        if module.check_mode:
+            if plan.after["state"] == "present":
+                result["subvolume"] = predicted_subvolume(client, plan)
+        else:
+            plan.apply(done)
+            if plan.after["state"] == "present":
+                result["subvolume"] = describe_subvolume(client, plan.after["path"])
+    except BtrfsError as error:
+        module.fail_json(msg=str(error), changed=bool(done), actions=done, **error.details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
