@@ -15,7 +15,7 @@ options:
         (an instance for template units) and each value may set C(active_state) (V(active) or V(inactive)),
         C(enabled) (boolean) and C(masked) (boolean). Fields left out are not managed.
       - Unknown versions, plugins or fields and invalid unit names fail with the exact path of the
-        problem, for example C(plugins.systemd.units["cups.service"].enabld: unknown field).
+        problem, for example C(plugins.systemd.units["cups.service"].enabld) for a misspelt field.
       - Mutually exclusive with O(src).
     type: dict
   src:

@@ -10,8 +10,8 @@ short_description: Apply a desired systemd state through D-Bus and record every 
 version_added: 0.1.0
 description:
   - Brings the systemd units declared in a desired state document to their declared state
-    (running or not, enabled or not, masked or not) by calling systemd's D-Bus API directly:
-    C(LoadUnit)-style reads of all units in one call, C(EnableUnitFiles), C(DisableUnitFiles),
+    (running or not, enabled or not, masked or not) by calling systemd's D-Bus API directly;
+    it reads all units in one C(ListUnitsByNames) call and uses C(EnableUnitFiles), C(DisableUnitFiles),
     C(MaskUnitFiles), C(UnmaskUnitFiles), C(Reload), and C(StartUnit)/C(StopUnit) in mode C(replace),
     waiting for each job to finish and re-reading the unit afterwards.
   - One call handles any number of units. Every unit is checked before anything is changed, so an
@@ -26,7 +26,7 @@ description:
   - If a unit fails, the other units are still processed, the task fails naming every failed unit,
     and the ledger records what did change.
 author:
-  - opdbus.fleet developers
+  - opdbus.fleet developers (@opdbus)
 extends_documentation_fragment:
   - opdbus.fleet.state_document
 options:

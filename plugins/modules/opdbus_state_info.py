@@ -9,14 +9,14 @@ module: opdbus_state_info
 short_description: Live systemd unit state over D-Bus, and drift against a desired state document
 version_added: 0.1.0
 description:
-  - Reads the live state of systemd units through systemd's D-Bus API: load, active and sub state,
-    unit file state, whether the unit is enabled and whether it is masked.
+  - Reads the live state of systemd units through systemd's D-Bus API (load, active and sub state,
+    unit file state, whether the unit is enabled and whether it is masked).
   - With a desired state document (O(state) or O(src)), reports C(drift), the declared units whose
     live state differs from their declaration and the actions M(opdbus.fleet.opdbus_state) would run.
   - With O(query), evaluates a JMESPath expression on the host over the result, so only the answer
     travels back to the controller.
 author:
-  - opdbus.fleet developers
+  - opdbus.fleet developers (@opdbus)
 extends_documentation_fragment:
   - opdbus.fleet.state_document
 options:
@@ -38,6 +38,7 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to diff.
 seealso:
   - module: opdbus.fleet.opdbus_state
 """

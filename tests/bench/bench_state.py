@@ -104,7 +104,7 @@ class Bench:
         return elapsed
 
     def median(self, name):
-        return statistics.median(self.playbook(name) for _ in range(REPEATS))
+        return statistics.median([self.playbook(name) for _repeat in range(REPEATS)])
 
     def module_self_ms(self, count):
         """Median of the module's own timing for a no-op check-mode run over COUNT converged units."""
@@ -112,7 +112,7 @@ class Bench:
             name: {"active_state": "active", "enabled": True} for name in unit_names(count)}}}}})
         env = dict(self.env, ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
         samples = []
-        for _ in range(5):
+        for _sample in range(5):
             result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "-i",
                                      self.fleet.inventory_file, "node1", "--check", "-m", "opdbus.fleet.opdbus_state",
                                      "-a", arguments], env=env, capture_output=True, text=True, check=False)

@@ -1,7 +1,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Runs every integration target under targets/ (roles whose tasks assert their own outcomes).
+"""Runs every role-style integration target under targets/ (a tasks/main.yml that asserts its outcomes).
 
-Targets named setup_* are dependencies, not tests. A target runs on the hosts its fleet_hosts file
+Targets named setup_* are dependencies, not tests. Playbook-style targets (a playbook.yml) are
+driven by their own test_*.py file, which prepares what they need. A target runs on the hosts its fleet_hosts file
 names (one host name per line), else on node2 so that node1 stays free for BTRFS tests.
 """
 
@@ -12,7 +13,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS_DIR = os.path.join(HERE, "targets")
 TARGETS = sorted(name for name in os.listdir(TARGETS_DIR)
-                 if not name.startswith("setup_") and os.path.isdir(os.path.join(TARGETS_DIR, name, "tasks")))
+                 if not name.startswith("setup_") and os.path.isfile(os.path.join(TARGETS_DIR, name, "tasks", "main.yml")))
 
 
 def target_hosts(name):
