@@ -266,12 +266,12 @@ class SystemdClient:
 
     # ------------------------------------------------------------------ jobs
     def run_jobs(self, requests, timeout):
-        """Queue ``(unit name, "start"|"stop")`` jobs in mode ``replace`` and wait until all finished.
+        """Queue ``(unit name, "start"|"stop"|"restart")`` jobs in mode ``replace``; wait until all finished.
 
         Returns ``{unit name: error message}`` for jobs that could not be queued or did not finish
         within TIMEOUT seconds; the caller judges success by re-reading the units' states.
         """
-        methods = {"start": "StartUnit", "stop": "StopUnit"}
+        methods = {"start": "StartUnit", "stop": "StopUnit", "restart": "RestartUnit"}
         messages = [self._message(SYSTEMD_PATH, MANAGER_INTERFACE, methods[verb], "ss", name, "replace")
                     for name, verb in requests]
         errors = {}
