@@ -254,7 +254,11 @@ def _read_json(path):
 
 def _atomic_write_json(path, document, mode):
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700 if mode == 0o600 else 0o755, exist_ok=True)
+    private = mode == 0o600
+    if private:
+        # The ledger directory may not exist yet; makedirs would give it the umask's mode.
+        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    os.makedirs(directory, mode=0o700 if private else 0o755, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".state-")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
