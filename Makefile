@@ -12,7 +12,7 @@ BUILD       := build
 # symlink to this checkout; ansible-test resolves symlinks, so sanity runs on a copy, and that copy
 # lives outside the checkout because inside it ansible-test asks our git and sees only ignored files.
 COLLECTIONS := $(CURDIR)/$(BUILD)
-SANITY_COPY := /var/tmp/opdbus-fleet-sanity/ansible_collections/opdbus/fleet
+SANITY_COPY := /var/tmp/opdbus-fleet-sanity-$(shell echo $(CURDIR) | cksum | cut -d' ' -f1)/ansible_collections/opdbus/fleet
 FLEET       := $(PYTHON) tests/fleet/fleet.py
 STAGE       := tests/tools/stage.sh
 SYSTEM_PYTHON ?= python3
