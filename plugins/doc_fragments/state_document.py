@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The desired state document and the systemd instance it is applied to.
+    # The desired state document, given inline or as a file on the host.
     DOCUMENTATION = r"""
 options:
   state:
@@ -24,17 +24,4 @@ options:
         C(/etc/op-dbus/state.json).
       - Mutually exclusive with O(state).
     type: path
-  scope:
-    description:
-      - V(system) talks to the system manager (PID 1) on the system bus.
-      - V(user) talks to the systemd user instance of the user the module runs as, on that
-        user's bus (C($DBUS_SESSION_BUS_ADDRESS), else C($XDG_RUNTIME_DIR/bus), else C(/run/user/UID/bus)).
-        Use O(ignore:become_user) and enable lingering for users who are not logged in.
-    type: str
-    choices: [system, user]
-    default: system
-requirements:
-  - systemd on the managed host
-  - dbus-python on the managed host (C(python3-dbus) on Debian, Ubuntu, Fedora and RHEL); when the
-    interpreter in use lacks it, the module re-runs itself under the system Python that has it
 """

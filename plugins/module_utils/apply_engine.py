@@ -24,6 +24,8 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import System
 
 SYSTEM_STATE_FILE = "/etc/op-dbus/state.json"
 CURRENT_STATE_NAME = os.path.join("state", "current.json")
+# The order in which apply runs the actions of all units; start and stop jobs run together.
+PHASES = {"unmask": 0, "enable": 1, "disable": 2, "start": 3, "stop": 3, "mask": 4}
 
 
 def default_paths(scope):
@@ -111,8 +113,10 @@ class StateApplier:
         return plans, live
 
     def check(self, document):
+        """What ``apply`` would do, with the actions in the order it would run them (phase by phase)."""
         plans, live = self.plan(document)
         actions = [{"unit": plan.name, "action": action} for plan in plans for action in plan.actions]
+        actions.sort(key=lambda action: PHASES[action["action"]])
         return ApplyResult(plans, live, actions, {}, [])
 
     def apply(self, document, ledger_action="apply", ledger_extra=None):

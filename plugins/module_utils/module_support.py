@@ -1,19 +1,27 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument-spec pieces and result helpers shared by the modules (one definition each)."""
+"""Argument-spec pieces shared by the modules, one per doc fragment, and what they build."""
 
 from __future__ import annotations
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import load_document
+from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
+    StateApplier, default_paths, load_document)
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
 
 
 def document_argument_spec():
     """Options of the opdbus.fleet.state_document doc fragment."""
-    return dict(
-        state=dict(type="dict"),
-        src=dict(type="path"),
-        scope=dict(type="str", choices=["system", "user"], default="system"),
-    )
+    return dict(state=dict(type="dict"), src=dict(type="path"))
+
+
+def scope_argument_spec():
+    """Options of the opdbus.fleet.systemd doc fragment."""
+    return dict(scope=dict(type="str", choices=["system", "user"], default="system"))
+
+
+def apply_argument_spec():
+    """Options of the opdbus.fleet.apply doc fragment."""
+    return dict(state_file=dict(type="path"), ledger_path=dict(type="path"), job_timeout=dict(type="int", default=90))
 
 
 def document_from_params(params):
@@ -21,3 +29,10 @@ def document_from_params(params):
     if params["state"] is not None:
         return params["state"]
     return load_document(params["src"])
+
+
+def build_applier(params):
+    """The StateApplier for the module's scope, ledger and state file options (may raise SystemdError)."""
+    default_state_file, default_ledger = default_paths(params["scope"])
+    return StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
+                        state_file=params["state_file"] or default_state_file, job_timeout=params["job_timeout"])

@@ -171,11 +171,15 @@ entries:
       state_sha256: 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
       prev_root: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 snapshots:
-  description: State snapshots recorded for the host. Always empty in this version of the collection.
+  description:
+    - The live snapshots (taken by M(opdbus.fleet.opdbus_snapshot) and neither pruned nor deleted),
+      oldest first, with C(id) (the seq of their ledger entry), C(time), C(digest) (SHA-256 of the
+      uncompressed document), C(label), C(units) (how many), C(btrfs) (read-only BTRFS snapshots
+      taken with it) and C(size) (bytes of the compressed blob on disk, V(null) if it is missing).
   returned: always
   type: list
   elements: dict
-  sample: []
+  sample: [{id: 4, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: 24, btrfs: [], size: 212}]
 checkpoint:
   description:
     - The current checkpoint of the ledger, recomputed from its entries. Store it (on the controller)
@@ -283,6 +287,7 @@ query_result:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, LedgerError
 from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
+from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore, live_snapshots
 
 
 def _describe(problem):
@@ -322,6 +327,7 @@ def main():
         with ledger.reading():
             verification = ledger.verify(anchor=anchor)
             entries = ledger.entries(since=params["since"], limit=params["limit"])
+            snapshots = live_snapshots(ledger.entries())
             if anchor is not None and 0 <= anchor["size"] <= verification["checkpoint"]["size"]:
                 anchor_proof = ledger.consistency_proof(anchor["size"])
     except LedgerError as exc:
@@ -330,7 +336,7 @@ def main():
     result = dict(
         changed=False,
         entries=entries,
-        snapshots=[],
+        snapshots=[snapshot.as_dict(BlobStore(params["path"])) for snapshot in snapshots],
         checkpoint=verification["checkpoint"],
         valid=verification["valid"],
         problems=verification["problems"],

@@ -29,24 +29,8 @@ author:
   - opdbus.fleet developers (@opdbus)
 extends_documentation_fragment:
   - opdbus.fleet.state_document
-options:
-  state_file:
-    description:
-      - Where the applied desired state document is written on the host.
-      - Defaults to C(/etc/op-dbus/state.json) for O(scope=system) and
-        C($XDG_CONFIG_HOME/op-dbus/state.json) for O(scope=user).
-    type: path
-  ledger_path:
-    description:
-      - The ledger directory.
-      - Defaults to C(/var/lib/op-dbus/blockchain) for O(scope=system) and
-        C($XDG_STATE_HOME/op-dbus/blockchain) for O(scope=user).
-    type: path
-  job_timeout:
-    description:
-      - Seconds to wait for all start and stop jobs of the run to finish.
-    type: int
-    default: 90
+  - opdbus.fleet.systemd
+  - opdbus.fleet.apply
 attributes:
   check_mode:
     support: full
@@ -156,35 +140,25 @@ timing:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import StateApplier, default_paths
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import LedgerError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    document_argument_spec, document_from_params)
+    apply_argument_spec, build_applier, document_argument_spec, document_from_params, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdError, require_dbus
 
 
 def main():
     started = time.monotonic()
     module = AnsibleModule(
-        argument_spec=dict(
-            document_argument_spec(),
-            state_file=dict(type="path"),
-            ledger_path=dict(type="path"),
-            job_timeout=dict(type="int", default=90),
-        ),
+        argument_spec=dict(document_argument_spec(), **scope_argument_spec(), **apply_argument_spec()),
         mutually_exclusive=[("state", "src")],
         required_one_of=[("state", "src")],
         supports_check_mode=True,
     )
     require_dbus(module)
-    params = module.params
-    default_state_file, default_ledger = default_paths(params["scope"])
     try:
-        document = document_from_params(params)
-        applier = StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
-                               state_file=params["state_file"] or default_state_file,
-                               job_timeout=params["job_timeout"])
+        document = document_from_params(module.params)
+        applier = build_applier(module.params)
         if module.check_mode:
             result, entry = applier.check(document), None
         else:

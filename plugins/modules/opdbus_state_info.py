@@ -19,6 +19,7 @@ author:
   - opdbus.fleet developers (@opdbus)
 extends_documentation_fragment:
   - opdbus.fleet.state_document
+  - opdbus.fleet.systemd
 options:
   units:
     description:
@@ -98,7 +99,7 @@ query_result:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    document_argument_spec, document_from_params)
+    document_argument_spec, document_from_params, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError, drift, validate
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
@@ -106,7 +107,8 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import System
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(document_argument_spec(), units=dict(type="list", elements="str"), query=dict(type="str")),
+        argument_spec=dict(document_argument_spec(), **scope_argument_spec(),
+                           units=dict(type="list", elements="str"), query=dict(type="str")),
         mutually_exclusive=[("state", "src")],
         supports_check_mode=True,
     )

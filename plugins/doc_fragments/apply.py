@@ -1,0 +1,28 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Where applied state and the ledger live, and how long jobs may take.
+    DOCUMENTATION = r"""
+options:
+  state_file:
+    description:
+      - Where the applied desired state document is written on the host.
+      - Defaults to C(/etc/op-dbus/state.json) for O(scope=system) and
+        C($XDG_CONFIG_HOME/op-dbus/state.json) for O(scope=user).
+    type: path
+  ledger_path:
+    description:
+      - The ledger directory.
+      - Defaults to C(/var/lib/op-dbus/blockchain) for O(scope=system) and
+        C($XDG_STATE_HOME/op-dbus/blockchain) for O(scope=user).
+    type: path
+  job_timeout:
+    description:
+      - Seconds to wait for all start and stop jobs of the run to finish.
+    type: int
+    default: 90
+"""
