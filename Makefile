@@ -103,12 +103,12 @@ units: deps ## unit tests of pure logic
 integration: deps ## tests against a fleet of real systemd hosts (needs root)
 	@if [ "$$(id -u)" -ne 0 ]; then echo "integration: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi
 	@rc=0; $(PYTHON) -m pytest tests/integration -q -p no:cacheprovider || rc=$$?; \
-	  $(FLEET) down --all; $(FLEET) check-clean || rc=1; exit $$rc
+	  $(FLEET) down --prefix itest; $(FLEET) check-clean --prefix itest || rc=1; exit $$rc
 
 molecule: deps ## Molecule scenarios on test-fleet hosts (needs root)
 	@if [ "$$(id -u)" -ne 0 ]; then echo "molecule: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi
 	@rc=0; NO_COLOR=1 ANSIBLE_NOCOLOR=1 $(BIN)/molecule test --all || rc=$$?; \
-	  $(FLEET) down --all; $(FLEET) check-clean || rc=1; exit $$rc
+	  $(FLEET) down --prefix mol; $(FLEET) check-clean --prefix mol || rc=1; exit $$rc
 
 clean-fleet: deps ## stop every test fleet and remove what it left behind
 	@$(FLEET) down --all && $(FLEET) check-clean

@@ -477,8 +477,10 @@ def main(argv=None):
     down = commands.add_parser("down", help="stop a fleet and remove all it created")
     down.add_argument("--name", default="opdbus")
     down.add_argument("--all", action="store_true", help="every fleet that left anything behind")
+    down.add_argument("--prefix", help="every fleet whose name starts with PREFIX (a test stage's own fleets)")
     clean = commands.add_parser("check-clean", help="fail if anything of a fleet is left")
     clean.add_argument("--name", default=None, help="default: every fleet")
+    clean.add_argument("--prefix", help="only fleets whose name starts with PREFIX")
     inventory = commands.add_parser("inventory", help="print the inventory path of a running fleet")
     inventory.add_argument("--name", default="opdbus")
     ssh = commands.add_parser("ssh", help="run a command on a host")
@@ -497,10 +499,14 @@ def main(argv=None):
                 + ", ".join(f"{h}={i['address']}" for h, i in state["hosts"].items()))
             print(fleet.inventory_file)
         elif args.command == "down":
-            for name in (all_fleet_names() if args.all else [args.name]):
+            names = [args.name]
+            if args.all or args.prefix:
+                names = [name for name in all_fleet_names() if name.startswith(args.prefix or "")]
+            for name in names:
                 Fleet(name).down()
         elif args.command == "check-clean":
-            names = [args.name] if args.name else all_fleet_names()
+            names = [args.name] if args.name else [
+                name for name in all_fleet_names() if name.startswith(args.prefix or "")]
             leftovers = [item for name in names for item in Fleet(name).leftovers()]
             if leftovers:
                 raise FleetError("left behind: " + "; ".join(leftovers))
