@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 import pwd
-import tempfile
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, canonical_json
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
     StateDocumentError, expected_after, plan_unit, snapshot_document, unit_path, validate)
@@ -234,12 +234,12 @@ class StateApplier:
     def _write_state_files(self, document, converged):
         """Write the desired document to the state file, and as current.json once it is applied."""
         updates = []
-        targets = [(self.state_file, 0o644)] if self.state_file else []
+        targets = [(self.state_file, False)] if self.state_file else []
         if converged:
-            targets.append((self.current_file, 0o600))
-        for path, mode in targets:
+            targets.append((self.current_file, True))
+        for path, private in targets:
             if _read_json(path) != document:
-                _atomic_write_json(path, document, mode)
+                _write_json(path, document, private)
                 updates.append(path)
         return updates
 
@@ -256,23 +256,6 @@ def _read_json(path):
         return None
 
 
-def _atomic_write_json(path, document, mode):
-    directory = os.path.dirname(path)
-    private = mode == 0o600
-    if private:
-        # The ledger directory may not exist yet; makedirs would give it the umask's mode.
-        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
-    os.makedirs(directory, mode=0o700 if private else 0o755, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".state-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+def _write_json(path, document, private):
+    data = (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write(path, data, 0o600 if private else 0o644, directory_mode=0o700 if private else 0o755)

@@ -16,9 +16,9 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 import traceback
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import canonical_json
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import snapshot_document
 
@@ -63,18 +63,8 @@ class BlobStore:
         raw = canonical_json(document)
         digest = hashlib.sha256(raw).hexdigest()
         if not os.path.exists(self.path(digest)):
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".blob-")
-            try:
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self.path(digest))
-            except BaseException:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
-                raise
+            atomic_write(self.path(digest), zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), 0o600,
+                         directory_mode=0o700)
         return digest
 
     def get(self, digest):

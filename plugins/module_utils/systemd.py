@@ -12,6 +12,7 @@ waited for by polling ``ListJobs``.
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 
@@ -145,9 +146,9 @@ class SystemdClient:
             message.append(signature=signature, *args)
         return message
 
-    def _call(self, method, signature=None, *args):
+    def _call(self, method, signature=None, *args, interface=MANAGER_INTERFACE):
         """One blocking call on the manager object; returns the reply's arguments."""
-        message = self._message(SYSTEMD_PATH, MANAGER_INTERFACE, method, signature, *args)
+        message = self._message(SYSTEMD_PATH, interface, method, signature, *args)
         try:
             reply = self.bus.send_message_with_reply_and_block(message, CALL_TIMEOUT)
         except dbus.DBusException as error:
@@ -213,6 +214,14 @@ class SystemdClient:
     def fill_need_daemon_reload(self, units):
         for unit, flag in zip(units, self._unit_property_values(units, "NeedDaemonReload")):
             unit.need_daemon_reload = bool(flag)
+
+    def version(self):
+        """The manager's major version as a number (252 for "252.39-1~deb12u2")."""
+        text = str(self._call("Get", "ss", MANAGER_INTERFACE, "Version", interface=PROPERTIES_INTERFACE)[0])
+        digits = re.match(r"\d+", text)
+        if not digits:
+            raise SystemdError(f"cannot read systemd's version from {text!r}")
+        return int(digits.group())
 
     def all_unit_names(self):
         """Every unit systemd knows: loaded units and installed unit files (templates excluded)."""
