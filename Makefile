@@ -56,7 +56,7 @@ $(BUILD)/ansible_collections/opdbus/fleet:
 # ---------------------------------------------------------------------------------------- demo
 DEMO_PLAYBOOK = $(BIN)/ansible-playbook -i /run/opdbus-fleet/demo/inventory.yml playbooks/demo/$(1)
 
-demo: deps ## boot three hosts, roll the laptop profile out, re-run, show drift and each ledger
+demo: deps ## boot three hosts, roll the laptop profile out, re-run, show and repair drift, show each ledger
 	@trap '$(FLEET) down --name demo' EXIT; set -e; \
 	echo "== 1. boot three real systemd hosts (systemd-nspawn, one network namespace each)"; \
 	$(FLEET) up --name demo --hosts 3 >/dev/null; \
@@ -67,7 +67,9 @@ demo: deps ## boot three hosts, roll the laptop profile out, re-run, show drift 
 	echo "== 4. stop the backup timer on node2 behind Ansible's back, then look for drift"; \
 	$(FLEET) ssh --name demo node2 -- systemctl stop dpkg-db-backup.timer; \
 	$(call DEMO_PLAYBOOK,drift.yml); \
-	echo "== 5. each host's ledger: verified, with the checkpoint to keep on the controller"; \
+	echo "== 5. apply again: only node2 changes, and its ledger records the repair"; \
+	$(call DEMO_PLAYBOOK,apply.yml); \
+	echo "== 6. each host's ledger: verified, with the checkpoint to keep on the controller"; \
 	$(call DEMO_PLAYBOOK,ledger.yml)
 
 # ---------------------------------------------------------------------------------------- bench
@@ -82,7 +84,8 @@ test: deps ## install what is needed and run every stage (CI runs this)
 	for stage in changelog-lint sanity lint units integration molecule; do \
 	  $(STAGE) $$stage $(MAKE) --no-print-directory $$stage || rc=1; \
 	done; \
-	printf '\n%-16s %-14s %s\n' stage result seconds; awk '{printf "%-16s %-14s %s\n", $$1, $$2, $$3; t += $$3} END {printf "%-16s %-14s %s\n", "total", "", t}' $(BUILD)/stages.txt; \
+	printf '\n%-16s %-14s %s\n' stage result seconds; awk '{printf "%-16s %-14s %s\n", $$1, $$2, $$3; t += $$3; if ($$2 == "passed") p++; else f++} \
+	  END {printf "%-16s %-14s %s\n", "total", "", t; printf "stages: %d passed, %d failed\n", p, f}' $(BUILD)/stages.txt; \
 	exit $$rc
 
 changelog-lint: deps ## validate changelog fragments
