@@ -10,7 +10,6 @@ targets and exits 1 when one does not hold.
 """
 
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -31,14 +30,8 @@ HOST_LEDGER = "/var/tmp/opdbus-bench-snapshots"
 UNIT_DIR = "/usr/local/lib/systemd/system"
 
 
-def ansible_module(fleet, module, arguments):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "tests", "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "build"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1")
-    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", fleet.inventory_file,
-                             "node1", "-m", module, "-a", json.dumps(arguments)],
-                            env=env, capture_output=True, text=True, check=False)
-    output = json.loads(result.stdout.split("=>", 1)[1])
+def module_result(fleet, module, arguments):
+    output = fleet.run_module("node1", module, arguments)
     if output.get("failed"):
         raise SystemExit(f"{module} failed: {output.get('msg')}")
     return output
@@ -59,7 +52,7 @@ def main():
         fleet.ssh("node1", f"mkdir -p {UNIT_DIR} && for i in $(seq -f %03g 1 {UNITS}); do printf '[Service]\\n"
                   f"ExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' > {UNIT_DIR}/snap-$i.service;"
                   " done && systemctl daemon-reload")
-        live = ansible_module(fleet, "opdbus.fleet.opdbus_state_info", {"units": names})["units"]
+        live = module_result(fleet, "opdbus.fleet.opdbus_state_info", {"units": names})["units"]
         units = {name: UnitStatus(name, state["load_state"], state["active_state"], state["sub_state"], "",
                                   state["unit_file_state"]) for name, state in live.items()}
         with tempfile.TemporaryDirectory(prefix="opdbus-bench-") as workdir:
@@ -71,14 +64,13 @@ def main():
             archive = subprocess.run(["tar", "-C", workdir, "-c", "blockchain"], capture_output=True, check=True).stdout
         fleet.ssh("node1", f"rm -rf {HOST_LEDGER} && mkdir -p {HOST_LEDGER} && base64 -d "
                   f"| tar -C {HOST_LEDGER} -x --strip-components=1", input=base64.b64encode(archive).decode("ascii"))
-        taken = ansible_module(fleet, "opdbus.fleet.opdbus_snapshot",
-                               {"ledger_path": HOST_LEDGER, "units": names})
+        taken = module_result(fleet, "opdbus.fleet.opdbus_snapshot", {"ledger_path": HOST_LEDGER, "units": names})
         results["take_ms"] = taken["timing"]["total_ms"]
-        pruned = ansible_module(fleet, "opdbus.fleet.opdbus_snapshot",
-                                {"ledger_path": HOST_LEDGER, "state": "pruned", "retention": {"hourly": 24, "daily": 7}})
+        pruned = module_result(fleet, "opdbus.fleet.opdbus_snapshot",
+                               {"ledger_path": HOST_LEDGER, "state": "pruned", "retention": {"hourly": 24, "daily": 7}})
         results["prune_ms"] = pruned["timing"]["total_ms"]
         results["pruned"] = len(pruned["removed"])
-        verified = ansible_module(fleet, "opdbus.fleet.opdbus_ledger_info", {"path": HOST_LEDGER, "limit": 0})
+        verified = module_result(fleet, "opdbus.fleet.opdbus_ledger_info", {"path": HOST_LEDGER, "limit": 0})
         results["valid_after_prune"] = verified["valid"]
     finally:
         fleet.down(quiet=True)

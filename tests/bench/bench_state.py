@@ -21,7 +21,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "fleet"))
 
-from fleet import Fleet  # noqa: E402  (path set up just above)
+from fleet import Fleet, ansible_command, ansible_environment  # noqa: E402  (path set up just above)
 
 SIZES = (10, 50, 200)
 REPEATS = 3
@@ -73,8 +73,6 @@ class Bench:
     def __init__(self, fleet, workdir):
         self.fleet = fleet
         self.workdir = workdir
-        self.env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "tests", "ansible.cfg"),
-                        ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "build"), ANSIBLE_NOCOLOR="1")
         for name, text in (("ping.yml", PING), ("opdbus.yml", OPDBUS), ("systemd.yml", SYSTEMD_LOOP)):
             with open(os.path.join(workdir, name), "w") as handle:
                 handle.write(text)
@@ -95,9 +93,9 @@ class Bench:
 
     def playbook(self, name):
         started = time.monotonic()
-        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-                                 "-i", self.fleet.inventory_file, os.path.join(self.workdir, name)],
-                                env=self.env, capture_output=True, text=True, check=False)
+        result = subprocess.run([ansible_command("ansible-playbook"), "-i", self.fleet.inventory_file,
+                                 os.path.join(self.workdir, name)],
+                                env=ansible_environment(), capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - started
         if result.returncode != 0:
             raise SystemExit(f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
@@ -108,17 +106,13 @@ class Bench:
 
     def module_self_ms(self, count):
         """Median of the module's own timing for a no-op check-mode run over COUNT converged units."""
-        arguments = json.dumps({"state": {"version": 1, "plugins": {"systemd": {"units": {
-            name: {"active_state": "active", "enabled": True} for name in unit_names(count)}}}}})
-        env = dict(self.env, ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+        arguments = {"state": {"version": 1, "plugins": {"systemd": {"units": {
+            name: {"active_state": "active", "enabled": True} for name in unit_names(count)}}}}}
         samples = []
         for _sample in range(5):
-            result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "-i",
-                                     self.fleet.inventory_file, "node1", "--check", "-m", "opdbus.fleet.opdbus_state",
-                                     "-a", arguments], env=env, capture_output=True, text=True, check=False)
-            output = json.loads(result.stdout.split("=>", 1)[1])
+            output = self.fleet.run_module("node1", "opdbus.fleet.opdbus_state", arguments, check_mode=True)
             if output.get("changed") or output.get("failed"):
-                raise SystemExit(f"the no-op check was not a no-op: {result.stdout[:2000]}")
+                raise SystemExit(f"the no-op check was not a no-op: {str(output)[:2000]}")
             samples.append(output["timing"]["total_ms"])
         return statistics.median(samples)
 

@@ -53,6 +53,7 @@ PACKAGES = (
 # Bump when the customisation in _customise_rootfs changes, so cached root filesystems are rebuilt.
 ROOTFS_LAYOUT = 1
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE_DIR = os.environ.get("OPDBUS_FLEET_CACHE", "/var/cache/opdbus-fleet")
 RUN_ROOT = os.environ.get("OPDBUS_FLEET_RUN", "/run/opdbus-fleet")
 BTRFS_MOUNT_IN_HOST = "/mnt/btrfs"
@@ -180,6 +181,21 @@ def _customise_rootfs(root):
     for name in os.listdir(archives):
         if name.endswith(".deb"):
             os.unlink(os.path.join(archives, name))
+
+
+# --------------------------------------------------------------------------- Ansible
+
+def ansible_environment(**extra):
+    """The environment of every Ansible run against a fleet: tests/ansible.cfg and the collection in build/."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "tests", "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_ROOT, "build"), ANSIBLE_NOCOLOR="1")
+    env.update(extra)
+    return env
+
+
+def ansible_command(program):
+    """Path of an Ansible command next to the running Python (the project's virtualenv)."""
+    return os.path.join(os.path.dirname(sys.executable), program)
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -353,6 +369,18 @@ class Fleet:
         if check and result.returncode != 0:
             raise FleetError(f"{host}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")
         return result
+
+    def run_module(self, host, module, arguments, check_mode=False):
+        """Run one module on HOST with ``ansible`` and return its result as a dict."""
+        argv = [ansible_command("ansible"), "-i", self.inventory_file, host, "-m", module, "-a", json.dumps(arguments)]
+        if check_mode:
+            argv.append("--check")
+        result = subprocess.run(argv, env=ansible_environment(ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                                                              ANSIBLE_LOAD_CALLBACK_PLUGINS="1"),
+                                capture_output=True, text=True, check=False)
+        if "=>" not in result.stdout:
+            raise FleetError(f"{host}: {module} gave no result: {result.stdout.strip()} {result.stderr.strip()}")
+        return json.loads(result.stdout.split("=>", 1)[1])
 
     # ---- down
     def down(self, quiet=False, stop_timeout=30):

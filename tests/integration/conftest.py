@@ -8,12 +8,17 @@ import sys
 import pytest
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, os.path.join(TESTS_DIR, "fleet"))
 
-from fleet import Fleet  # noqa: E402  (path set up just above)
+from fleet import Fleet, ansible_command, ansible_environment  # noqa: E402  (path set up just above)
 
 FLEET_HOSTS = 3
+BOOT_TIMES = []  # reported after the run: pytest captures what fixtures print
+
+
+def pytest_terminal_summary(terminalreporter):
+    for seconds in BOOT_TIMES:
+        terminalreporter.write_line(f"test fleet: {FLEET_HOSTS} hosts booted from the cached root filesystem in {seconds} s")
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +28,7 @@ def fleet():
     # A distinct name per concurrent run (e.g. two developers' test sessions on one machine).
     test_fleet = Fleet(os.environ.get("OPDBUS_FLEET_NAME", "itest"))
     test_fleet.up(FLEET_HOSTS, btrfs=["node1"])
-    print(f"\nfleet: {FLEET_HOSTS} hosts booted in {test_fleet.state()['boot_seconds']} s", file=sys.stderr)
+    BOOT_TIMES.append(test_fleet.state()["boot_seconds"])
     yield test_fleet
     test_fleet.down()
     leftovers = test_fleet.leftovers()
@@ -31,24 +36,13 @@ def fleet():
 
 
 @pytest.fixture(scope="session")
-def ansible_env():
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=os.path.join(TESTS_DIR, "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_ROOT, "build"),
-        ANSIBLE_NOCOLOR="1",
-    )
-    return env
-
-
-@pytest.fixture(scope="session")
-def ansible(fleet, ansible_env):
+def ansible(fleet):
     """Run an ansible or ansible-playbook command line against the fleet's inventory."""
-    bin_dir = os.path.dirname(sys.executable)
 
     def run(program, *args, check=True):
-        argv = [os.path.join(bin_dir, program), "-i", fleet.inventory_file, *args]
-        result = subprocess.run(argv, env=ansible_env, capture_output=True, text=True, timeout=900, check=False)
+        argv = [ansible_command(program), "-i", fleet.inventory_file, *args]
+        result = subprocess.run(argv, env=ansible_environment(), capture_output=True, text=True, timeout=900,
+                                check=False)
         if check and result.returncode != 0:
             pytest.fail(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result

@@ -13,9 +13,9 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
+from fleet import ansible_command, ansible_environment  # tests/fleet is on the path (conftest.py)
 
 TARGETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
 CONTROLLER_LABEL = "opdbus controller"
@@ -73,13 +73,13 @@ def controller_btrfs(tmp_path_factory):
 
 
 @pytest.fixture(params=["node1", "controller"])
-def target(request, ansible_env):
+def target(request):
     if request.param == "controller":
         btrfs = request.getfixturevalue("controller_btrfs")
 
         def playbook(*args):
-            argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local", *args]
-            return subprocess.run(argv, env=ansible_env, capture_output=True, text=True, timeout=900, check=False)
+            argv = [ansible_command("ansible-playbook"), "-i", "localhost,", "-c", "local", *args]
+            return subprocess.run(argv, env=ansible_environment(), capture_output=True, text=True, timeout=900, check=False)
 
         return Target("localhost", btrfs["mount"], local_shell, playbook, btrfs["image"], btrfs["loop"], CONTROLLER_LABEL)
 
