@@ -16,7 +16,7 @@ import json
 import os
 import pwd
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, canonical_json
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
     StateDocumentError, expected_after, plan_unit, snapshot_document, unit_path, validate)
@@ -60,8 +60,13 @@ def state_sha256(document):
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+def in_phase_order(actions):
+    """ACTIONS (``{"unit", "action"}``) in the order apply runs them; stable within a phase."""
+    return sorted(actions, key=lambda action: PHASES[action["action"]])
+
+
 class ApplyResult:
-    """The outcome of one run; ``as_module_result()`` is what the module returns."""
+    """The outcome of one run (or, from ``check``, of the plan)."""
 
     def __init__(self, plans, units, actions, failures, file_changes):
         self.plans = plans
@@ -115,8 +120,7 @@ class StateApplier:
     def check(self, document):
         """What ``apply`` would do, with the actions in the order it would run them (phase by phase)."""
         plans, live = self.plan(document)
-        actions = [{"unit": plan.name, "action": action} for plan in plans for action in plan.actions]
-        actions.sort(key=lambda action: PHASES[action["action"]])
+        actions = in_phase_order({"unit": plan.name, "action": action} for plan in plans for action in plan.actions)
         return ApplyResult(plans, live, actions, {}, [])
 
     def apply(self, document, ledger_action="apply", ledger_extra=None):
@@ -125,8 +129,8 @@ class StateApplier:
         The ledger entry is written whenever anything changed, including after partial failure, so
         the ledger never misses a change that did happen.
         """
-        plans, _live = self.plan(document)
-        result = self._execute(plans)
+        plans, live = self.plan(document)
+        result = self._execute(plans, live)
         file_updates = self._write_state_files(document, converged=not result.failures)
         entry = None
         if result.actions or file_updates:
@@ -142,7 +146,8 @@ class StateApplier:
         return result, entry
 
     # ------------------------------------------------------------------ phases
-    def _execute(self, plans):
+    def _execute(self, plans, live):
+        """Run PLANS phase by phase for all units at once; LIVE is what the plan read."""
         failures = {}
         actions = []
         file_changes = []
@@ -152,12 +157,13 @@ class StateApplier:
             names = [name for name, todo in pending.items() if todo and todo[0] == verb]
             if not names:
                 return False
-            for name, changes, error in self._batched(call, names):
-                if error:
-                    failures[name] = f"{unit_path(name)}: {verb} failed: {error}"
+            changes, errors = self._batched(call, names)
+            file_changes.extend(changes)
+            for name in names:
+                if name in errors:
+                    failures[name] = f"{unit_path(name)}: {verb} failed: {errors[name]}"
                     pending[name] = []
                 else:
-                    file_changes.extend(changes)
                     actions.append({"unit": name, "action": verb})
                     pending[name].pop(0)
             return True
@@ -166,9 +172,10 @@ class StateApplier:
         touched = unit_file_phase("enable", self.client.enable) or touched
         touched = unit_file_phase("disable", self.client.disable) or touched
         jobs = [(name, todo[0]) for name, todo in pending.items() if todo and todo[0] in ("start", "stop")]
-        if not touched and jobs:
-            live = self.client.read_units([name for name, _verb in jobs], need_reload_flag=True)
-            touched = any(unit.need_daemon_reload for unit in live.values())
+        if jobs and not touched:
+            waiting = [live[name] for name, _verb in jobs]
+            self.client.fill_need_daemon_reload(waiting)
+            touched = any(unit.need_daemon_reload for unit in waiting)
         if touched:
             try:
                 self.client.reload()
@@ -181,10 +188,9 @@ class StateApplier:
             for name, error in self.client.run_jobs(jobs, self.job_timeout).items():
                 failures[name] = f"{unit_path(name)}: {error}"
                 pending[name] = []
-            for name, verb in jobs:
-                if name not in failures:
-                    actions.append({"unit": name, "action": verb})
-                    pending[name].pop(0)
+            jobs = [(name, verb) for name, verb in jobs if name not in failures]
+            for name, _verb in jobs:
+                pending[name].pop(0)
         if unit_file_phase("mask", self.client.mask):
             self.client.reload()
 
@@ -194,29 +200,26 @@ class StateApplier:
                 problem = self._unconverged(plan, units[plan.name])
                 if problem:
                     failures[plan.name] = problem
-        # A job that finished without its effect (a start that failed) is a failure, not a change.
-        actions = [action for action in actions
-                   if not (action["unit"] in failures and action["action"] in ("start", "stop")
-                           and units[action["unit"]].snapshot()["active_state"] != expected_after_job(action))]
-        return ApplyResult(plans, units, actions, failures, file_changes)
+        # A finished job counts as a change only if it had its effect (a start that failed did not).
+        actions += [{"unit": name, "action": verb} for name, verb in jobs
+                    if units[name].running == (verb == "start")]
+        return ApplyResult(plans, units, in_phase_order(actions), failures, file_changes)
 
     @staticmethod
     def _batched(call, names):
-        """``[(name, changes, error)]``: one call for all NAMES, per unit only to attribute a failure."""
+        """``(changes, {name: error})``: one call for all NAMES, per unit only to attribute a failure."""
         try:
-            changes = call(names)
+            return call(names), {}
         except SystemdError as error:
             if len(names) == 1:
-                return [(names[0], [], str(error))]
-        else:
-            return [(name, changes if index == 0 else [], None) for index, name in enumerate(names)]
-        results = []
+                return [], {names[0]: str(error)}
+        changes, errors = [], {}
         for name in names:
             try:
-                results.append((name, call([name]), None))
+                changes.extend(call([name]))
             except SystemdError as error:
-                results.append((name, [], str(error)))
-        return results
+                errors[name] = str(error)
+        return changes, errors
 
     def _unconverged(self, plan, unit):
         """Why UNIT did not reach PLAN's desired state, or None."""
@@ -244,15 +247,12 @@ class StateApplier:
         return updates
 
 
-def expected_after_job(action):
-    return "active" if action["action"] == "start" else "inactive"
-
-
 def _read_json(path):
+    """The JSON document in PATH; None when it is missing or not JSON (it gets rewritten then)."""
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError):
+        text = read_text(path)
+        return None if text is None else json.loads(text)
+    except ValueError:
         return None
 
 

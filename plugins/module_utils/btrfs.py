@@ -205,6 +205,7 @@ class BtrfsClient:
     def __init__(self, module, mountinfo=MOUNTINFO):
         self._module = module
         self._mountinfo = mountinfo
+        self._mounts = None
         self._btrfs = None
 
     def _run(self, *args):
@@ -223,8 +224,11 @@ class BtrfsClient:
 
     # ---- reading
     def mounts(self):
-        with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
-            return parse_mountinfo(handle.read())
+        """The mount table, read once per client: the modules mount and unmount nothing."""
+        if self._mounts is None:
+            with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
+                self._mounts = parse_mountinfo(handle.read())
+        return self._mounts
 
     def inspect(self, path):
         """The :data:`PathState` of PATH, an absolute path without symlinks above its last component."""
@@ -323,11 +327,14 @@ def normalise_path(path, option="path"):
     return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
-def describe_subvolume(client, path):
-    """The subvolume at PATH as the modules return it: :meth:`BtrfsClient.subvolume`, path and default."""
+def describe_subvolume(client, path, default_id=None):
+    """The subvolume at PATH as the modules return it: :meth:`BtrfsClient.subvolume`, path and default.
+
+    DEFAULT_ID is the filesystem's default subvolume id when the caller has already read it.
+    """
     subvolume = client.subvolume(path)
     subvolume["path"] = path
-    subvolume["default"] = client.default_id(path) == subvolume["id"]
+    subvolume["default"] = (client.default_id(path) if default_id is None else default_id) == subvolume["id"]
     return subvolume
 
 
@@ -357,12 +364,14 @@ class Plan:
     """The steps that bring one subvolume to its desired state, and its state before and after them.
 
     Check mode reports the plan and a real run applies it, so both report the same ``actions``;
-    ``before`` and ``after`` are what diff mode shows.
+    ``before`` and ``after`` are what diff mode shows. ``subvolume`` is the existing subvolume as
+    :func:`describe_subvolume` found it while planning (None when it does not exist yet).
     """
 
-    def __init__(self, before):
+    def __init__(self, before, subvolume=None):
         self.before = before
         self.after = dict(before)
+        self.subvolume = subvolume
         self.steps = []
 
     def add(self, run, **action):
@@ -407,7 +416,7 @@ def plan_subvolume(client, path, state="present", snapshot_source=None, read_onl
                     f"{path} exists but is not a snapshot of {source_path} (its parent UUID is "
                     f"{current['parent_uuid'] or 'none'}, the source's UUID is {source['uuid']}); "
                     "delete it first (state=absent) to take a new snapshot")
-        plan = Plan(_present_view(path, current))
+        plan = Plan(_present_view(path, current), current)
         is_top_level = current["id"] == TOP_LEVEL_ID
     else:
         raise _collision(path, found)
@@ -512,7 +521,8 @@ def _plan_absent(client, path, recursive):
         return Plan(_absent_view(path))
     if found.kind != "subvolume":
         raise _collision(path, found)
-    current = describe_subvolume(client, path)
+    default_id = client.default_id(path)
+    current = describe_subvolume(client, path, default_id)
     if current["id"] == TOP_LEVEL_ID:
         raise BtrfsError(f"{path} is the top-level subvolume of its filesystem, which cannot be deleted")
     plan = Plan(_present_view(path, current))
@@ -526,7 +536,6 @@ def _plan_absent(client, path, recursive):
                          "set recursive=true to delete them too")
     doomed = dict(nested)
     doomed[current["id"]] = path
-    default_id = client.default_id(path)
     if default_id in doomed:
         raise BtrfsError(f"{doomed[default_id]} is the default subvolume of its filesystem; make another subvolume "
                          "the default first (default=true on it, or default=false on this one for the top level)")

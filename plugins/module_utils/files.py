@@ -9,6 +9,15 @@ import os
 import tempfile
 
 
+def read_text(path):
+    """The UTF-8 text of PATH, or None when it does not exist (other errors are raised)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
 def make_directories(path, mode):
     """Create PATH and its missing parents, each with MODE exactly (os.makedirs would apply the umask)."""
     missing = []

@@ -23,13 +23,14 @@ import stat
 import time
 from datetime import datetime, timezone
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import make_directories
 from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import (
     EMPTY_ROOT,
     Frontier,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
-    verify_consistency,
+    root_from_leaf_hashes,
 )
 
 DEFAULT_LEDGER_DIR = "/var/lib/op-dbus/blockchain"
@@ -523,11 +524,9 @@ class Ledger:
 
         Lines that are not JSON objects are skipped; ``verify`` reports them.
         """
-        lines = self._accepted_lines(self._snapshot())
-        start = 0 if since is None else (max(len(lines) + since, 0) if since < 0 else since)
-        stop = len(lines) if limit is None else start + max(limit, 0)
+        lines = select_entries(self._accepted_lines(self._snapshot()), since, limit)
         result = []
-        for raw in lines[start:stop]:
+        for raw in lines:
             try:
                 obj = _DECODER.decode(raw.decode("utf-8"))
             except (ValueError, RecursionError):
@@ -561,7 +560,8 @@ class Ledger:
         """Re-derive everything from the stored bytes; never modifies anything.
 
         ``anchor`` is a checkpoint seen earlier (``{origin, size, root}``). Returns
-        ``{valid, problems, recoverable, checkpoint}``; crash residue is listed under
+        ``{valid, problems, recoverable, checkpoint}``, plus ``anchor_proof`` (the consistency proof
+        from the anchor's size, shaped as ``consistency_proof`` returns it) when there is one; crash residue is listed under
         ``recoverable`` and does not make the ledger invalid, and the checkpoint is the one the
         next append will build on.
         """
@@ -622,13 +622,8 @@ class Ledger:
         if self._exists():
             return
         try:
-            os.makedirs(os.path.dirname(self.directory), exist_ok=True)
-            os.mkdir(self.directory, 0o700)
-            # mkdir's mode is filtered through the umask; the ledger must be private regardless.
-            os.chmod(self.directory, 0o700)
-        except FileExistsError:
-            # Another writer created it first; it still has to be a directory.
-            self._exists()
+            make_directories(os.path.dirname(self.directory), 0o755)
+            make_directories(self.directory, 0o700)
         except OSError as exc:
             raise _oserror("create the ledger directory", self.directory, exc) from None
 
@@ -763,6 +758,13 @@ class Ledger:
             raise _oserror("write", self.head_path, exc) from None
 
 
+def select_entries(entries, since=None, limit=None):
+    """ENTRIES (in seq order) with seq >= SINCE (negative counts from the end), at most LIMIT of them."""
+    start = 0 if since is None else (max(len(entries) + since, 0) if since < 0 else since)
+    stop = len(entries) if limit is None else start + max(limit, 0)
+    return entries[start:stop]
+
+
 def _stat_identity(path):
     st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -777,10 +779,7 @@ def _current_user():
 
 
 def _root_hex(leaves, size):
-    frontier = Frontier()
-    for leaf in leaves[:size]:
-        frontier.append(leaf)
-    return frontier.root().hex()
+    return root_from_leaf_hashes(leaves[:size]).hex()
 
 
 def _scan(lines, frontier, leaves, findings):
@@ -920,10 +919,14 @@ def _verify_snapshot(snapshot, anchor):
 
     checkpoint = {"origin": head.origin if head is not None else None, "size": frontier.size,
                   "root": frontier.root().hex()}
+    result = {"checkpoint": checkpoint, "recoverable": recoverable}
     if anchor is not None:
-        _check_anchor(anchor, checkpoint, leaves, findings)
+        proof = _check_anchor(anchor, checkpoint, leaves, findings)
+        if proof is not None:
+            result["anchor_proof"] = proof
     problems = findings.result()
-    return {"valid": not problems, "problems": problems, "recoverable": recoverable, "checkpoint": checkpoint}
+    result.update(valid=not problems, problems=problems)
+    return result
 
 
 def _check_head(head, layout, frontier, findings):
@@ -946,22 +949,25 @@ def _check_head(head, layout, frontier, findings):
 
 
 def _check_anchor(anchor, checkpoint, leaves, findings):
+    """Check that the ledger extends ANCHOR; returns the consistency proof (hex) that lets the controller
+    check it independently with merkle.verify_consistency, or None when there is no such proof."""
     try:
         origin, size, root = _parse_anchor(anchor)
     except ValueError as exc:
         findings.add(None, "bad_anchor", str(exc))
-        return
+        return None
     if origin is not None and checkpoint["origin"] is not None and origin != checkpoint["origin"]:
         findings.add(None, "anchor_origin_mismatch", "the anchor is a checkpoint of ledger %s but this ledger is %s: "
                      "the ledger was replaced or the anchor belongs to another host"
                      % (origin, checkpoint["origin"]))
-        return
+        return None
     current = checkpoint["size"]
     if size > current:
         findings.add(current, "anchor_truncated", "the anchor saw %d entries but the ledger now holds %d: entries "
                      "%d and later were removed" % (size, current, current))
-        return
-    proof = consistency_proof(leaves, size)
-    if not verify_consistency(size, current, root, bytes.fromhex(checkpoint["root"]), proof):
+        return None
+    if root_from_leaf_hashes(leaves[:size]) != root:
         findings.add(None, "anchor_inconsistent", "the ledger's first %d entries no longer hash to the anchor's root: "
                      "entries the anchor saw were rewritten" % size)
+    return {"old_size": size, "old_root": root.hex(), "size": current, "root": checkpoint["root"],
+            "proof": [node.hex() for node in consistency_proof(leaves, size)]}

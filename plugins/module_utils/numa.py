@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import unit_name_problem
 
 SYSFS_ROOT = "/sys"
@@ -46,11 +46,6 @@ PCI_NVME = 0x010802  # mass storage / non-volatile memory / NVMe
 GPU_VENDORS = {0x10DE: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel"}
 
 STRATEGIES = ("local-node", "bind", "preferred", "interleave", "default")
-# NUMAPolicy= each strategy writes. local-node pins the CPUs to the nodes and lets the kernel allocate
-# on the node the unit runs on, so memory is local without failing when that node is full.
-STRATEGY_POLICY = {"local-node": "local", "bind": "bind", "preferred": "preferred",
-                   "interleave": "interleave", "default": "default"}
-NEEDS_NODES = ("local-node", "bind", "preferred")
 # The policies systemd applies NUMAMask= to; it ignores the mask for default and local.
 MASK_POLICIES = ("bind", "preferred", "interleave")
 UNIT_FIELDS = ("strategy", "nodes", "device", "cpus")
@@ -362,16 +357,20 @@ def unit_field(name, field=None):
 class Placement:
     """Where one unit runs: its CPUs and its memory policy, and the drop-in that says so."""
 
-    __slots__ = ("unit", "strategy", "nodes", "cpus", "policy", "mask", "notes")
+    __slots__ = ("unit", "strategy", "nodes", "cpus", "policy", "notes")
 
-    def __init__(self, unit, strategy, nodes, cpus, policy, mask, notes):
+    def __init__(self, unit, strategy, nodes, cpus, policy, notes):
         self.unit = unit
         self.strategy = strategy
         self.nodes = nodes
         self.cpus = cpus
         self.policy = policy
-        self.mask = mask
         self.notes = notes
+
+    @property
+    def mask(self):
+        """NUMAMask=: the nodes, for the policies systemd applies a mask to."""
+        return self.nodes if self.policy in MASK_POLICIES else None
 
     def dropin(self):
         where = f", nodes {format_list(self.nodes)}" if self.nodes else ""
@@ -411,9 +410,8 @@ def check_dropin_name(name):
 def plan_placements(topology, units, live):
     """``{unit: Placement}`` for ``{unit: {strategy, nodes | device, cpus}}``; raises NumaError on any problem.
 
-    LIVE is what systemd reports for the units (``read_units``): each must exist.
+    LIVE is what systemd reports for the units (``read_units``, after ``check_unit_names``): each must exist.
     """
-    check_unit_names(units)
     placements = {}
     for name, spec in units.items():
         if name not in live or not live[name].exists:
@@ -456,12 +454,15 @@ def _plan_unit(topology, name, spec):
         notes.append("this kernel has no NUMA support: only CPUAffinity= is written")
     elif len(topology.nodes) == 1 and policy != "default":
         notes.append(f"this host has one NUMA node, so NUMAPolicy={policy} changes nothing; CPUAffinity= still applies")
-    return Placement(name, strategy, nodes, cpus, policy, nodes if policy in MASK_POLICIES else None, notes)
+    return Placement(name, strategy, nodes, cpus, policy, notes)
 
 
 def _choose_nodes(topology, name, spec, strategy, notes):
     """The nodes a unit goes on, from ``nodes``, ``device`` or the strategy, and the NUMA policy."""
-    policy = STRATEGY_POLICY[strategy]
+    # local-node pins the CPUs to the nodes and lets the kernel allocate on the node the unit runs
+    # on (NUMAPolicy=local), so memory is local without failing when that node is full. The other
+    # strategies are systemd's policies of the same name.
+    policy = "local" if strategy == "local-node" else strategy
     if spec.get("nodes") is not None:
         try:
             nodes = _id_list(spec["nodes"])
@@ -491,7 +492,7 @@ def _choose_nodes(topology, name, spec, strategy, notes):
         return [node], policy
     if strategy == "interleave":
         return [node.id for node in topology.nodes.values() if node.has_memory], policy
-    if strategy in NEEDS_NODES:
+    if strategy != "default":
         raise _problem(name, "nodes", f"strategy {strategy} needs nodes or a device")
     return [], policy
 
@@ -541,13 +542,12 @@ class Dropin:
 class DropinSet:
     """The drop-ins of one run, compared with the files on disk; ``apply`` makes the disk match."""
 
-    def __init__(self, contents, dropin_name, unit_dir=None):
-        unit_dir = unit_dir or UNIT_DIR
+    def __init__(self, contents, dropin_name, unit_dir=UNIT_DIR):
         self.dropins = []
         for unit, text in contents.items():
             path = os.path.join(unit_dir, unit + ".d", dropin_name)
             try:
-                before = _read_text(path)
+                before = read_text(path)
             except OSError as error:
                 raise NumaError(f"{unit_field(unit)}: cannot read {path}: {error.strerror}") from None
             self.dropins.append(Dropin(unit, path, before, text))
@@ -567,14 +567,6 @@ class DropinSet:
             except OSError as error:
                 raise NumaError(f"{unit_field(dropin.unit)}: cannot write {dropin.path}: {error.strerror}") from None
             self.written.append(dropin.unit)
-
-
-def _read_text(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 # systemd learned NUMAPolicy= and NUMAMask= in 243; older versions ignore them with only a log line.

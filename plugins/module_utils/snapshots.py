@@ -18,7 +18,7 @@ import json
 import os
 import traceback
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import canonical_json
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import snapshot_document
 
@@ -237,9 +237,6 @@ class SnapshotManager:
     def history(self):
         return live_snapshots(self.ledger.entries())
 
-    def describe(self, snapshots):
-        return [snapshot.as_dict(self.store) for snapshot in snapshots]
-
     # ---- take
     def take(self, units, label=None, btrfs_subvolumes=(), btrfs_snapshot_dir=None, check_mode=False):
         """Snapshot UNITS ({name: UnitStatus}); returns ``(snapshot dict or None, ledger entry or None)``.
@@ -253,35 +250,28 @@ class SnapshotManager:
                     return snapshot.as_dict(self.store), None
         if check_mode:
             return None, None
-        document = snapshot_document(units)
-        digest = self.store.put(document)
-        taken = self._btrfs_snapshots(btrfs_subvolumes, btrfs_snapshot_dir)
-        changes = {"units": len(units), "label": label, "btrfs": taken}
+        digest = self.store.put(snapshot_document(units))
+        taken = []
         try:
-            entry = self.ledger.append("snapshot", changes, state_sha256=digest, actor=self.applier.actor)
+            self._btrfs_snapshots(btrfs_subvolumes, btrfs_snapshot_dir, taken)
+            entry = self.ledger.append("snapshot", {"units": len(units), "label": label, "btrfs": taken},
+                                       state_sha256=digest, actor=self.applier.actor)
         except BaseException:
+            # No snapshot without its ledger entry: undo the BTRFS snapshots taken so far.
             for item in taken:
                 self.btrfs.delete(item["snapshot"])
             raise
         return Snapshot(entry).as_dict(self.store), entry
 
-    def _btrfs_snapshots(self, subvolumes, snapshot_dir):
-        if not subvolumes:
-            return []
+    def _btrfs_snapshots(self, subvolumes, snapshot_dir, taken):
+        """Take a read-only snapshot of each subvolume, appending each one taken to TAKEN."""
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        taken = []
-        try:
-            for source in subvolumes:
-                directory = snapshot_dir or os.path.join(os.path.dirname(source.rstrip("/")), "@snapshots")
-                target = os.path.join(directory, f"{os.path.basename(source.rstrip('/'))}@{stamp}")
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                self.btrfs.snapshot(source, target, read_only=True)
-                taken.append({"source": source, "snapshot": target})
-        except BaseException:
-            for item in taken:
-                self.btrfs.delete(item["snapshot"])
-            raise
-        return taken
+        for source in subvolumes:
+            directory = snapshot_dir or os.path.join(os.path.dirname(source.rstrip("/")), "@snapshots")
+            target = os.path.join(directory, f"{os.path.basename(source.rstrip('/'))}@{stamp}")
+            make_directories(directory, 0o700)
+            self.btrfs.snapshot(source, target, read_only=True)
+            taken.append({"source": source, "snapshot": target})
 
     # ---- remove
     def prune(self, policy, check_mode=False):
@@ -299,7 +289,7 @@ class SnapshotManager:
     def _remove(self, removed, snapshots, action, extra, check_mode):
         if not removed:
             return [], None
-        described = self.describe(removed)
+        described = [snapshot.as_dict(self.store) for snapshot in removed]
         if check_mode:
             return described, None
         gone = {snapshot.id for snapshot in removed}

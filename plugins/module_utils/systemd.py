@@ -137,7 +137,6 @@ class SystemdClient:
                 + ("Is the user's systemd instance running (loginctl enable-linger USER)?" if scope == "user"
                    else "Is dbus running on this host (systemctl status dbus)?")
             ) from None
-        self.scope = scope
 
     # ------------------------------------------------------------------ low level
     def _message(self, path, interface, method, signature=None, *args):
@@ -146,9 +145,9 @@ class SystemdClient:
             message.append(signature=signature, *args)
         return message
 
-    def _call(self, method, signature=None, *args, interface=MANAGER_INTERFACE):
+    def _call(self, method, signature=None, *args):
         """One blocking call on the manager object; returns the reply's arguments."""
-        message = self._message(SYSTEMD_PATH, interface, method, signature, *args)
+        message = self._message(SYSTEMD_PATH, MANAGER_INTERFACE, method, signature, *args)
         try:
             reply = self.bus.send_message_with_reply_and_block(message, CALL_TIMEOUT)
         except dbus.DBusException as error:
@@ -179,13 +178,13 @@ class SystemdClient:
                 results.append(reply.get_args_list()[0])
         return results
 
-    def _unit_properties(self, units, interface, name):
-        messages = [self._message(unit.object_path, PROPERTIES_INTERFACE, "Get", "ss", interface, name)
-                    for unit in units]
-        return self._pipelined(messages)
+    def _get_properties(self, requests):
+        """Pipelined Properties.Get of ``(object path, interface, property)`` triples: values or DBusExceptions."""
+        return self._pipelined([self._message(path, PROPERTIES_INTERFACE, "Get", "ss", interface, name)
+                                for path, interface, name in requests])
 
     # ------------------------------------------------------------------ reads
-    def read_units(self, names, need_reload_flag=False):
+    def read_units(self, names):
         """Status of each named unit, loading units that are not loaded; ordered as NAMES."""
         if not names:
             return {}
@@ -195,13 +194,11 @@ class SystemdClient:
             name = str(row[0])
             units[name] = UnitStatus(name, str(row[2]), str(row[3]), str(row[4]), str(row[6]))
         self._fill_unit_file_states(list(units.values()))
-        if need_reload_flag:
-            self.fill_need_daemon_reload(list(units.values()))
         return {name: units[name] for name in names if name in units}
 
     def _unit_property_values(self, units, name):
         """One Unit property of every unit; a unit whose read fails is an error, never a default."""
-        values = self._unit_properties(units, UNIT_INTERFACE, name)
+        values = self._get_properties([(unit.object_path, UNIT_INTERFACE, name) for unit in units])
         for unit, value in zip(units, values):
             if isinstance(value, Exception):
                 raise SystemdError(f"reading {name} of {unit.name}: {value.get_dbus_message()}")
@@ -212,12 +209,16 @@ class SystemdClient:
             unit.unit_file_state = str(state)
 
     def fill_need_daemon_reload(self, units):
+        """Read NeedDaemonReload of UNITS (read_units leaves it out: only pending jobs need it)."""
         for unit, flag in zip(units, self._unit_property_values(units, "NeedDaemonReload")):
             unit.need_daemon_reload = bool(flag)
 
     def version(self):
         """The manager's major version as a number (252 for "252.39-1~deb12u2")."""
-        text = str(self._call("Get", "ss", MANAGER_INTERFACE, "Version", interface=PROPERTIES_INTERFACE)[0])
+        value = self._get_properties([(SYSTEMD_PATH, MANAGER_INTERFACE, "Version")])[0]
+        if isinstance(value, Exception):
+            raise SystemdError(f"reading systemd's Version: {value.get_dbus_message()}")
+        text = str(value)
         digits = re.match(r"\d+", text)
         if not digits:
             raise SystemdError(f"cannot read systemd's version from {text!r}")
@@ -237,8 +238,7 @@ class SystemdClient:
         queries = [(UNIT_INTERFACE, "ConditionResult"), (UNIT_INTERFACE, "AssertResult")]
         if unit.name.endswith(".service"):
             queries.append((SERVICE_INTERFACE, "Result"))
-        replies = self._pipelined([self._message(unit.object_path, PROPERTIES_INTERFACE, "Get", "ss", interface, name)
-                                   for interface, name in queries])
+        replies = self._get_properties([(unit.object_path, interface, name) for interface, name in queries])
         values = {name: reply for (_interface, name), reply in zip(queries, replies) if not isinstance(reply, Exception)}
         details = []
         if values.get("ConditionResult") is not None and not values["ConditionResult"]:

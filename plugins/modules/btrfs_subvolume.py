@@ -208,10 +208,10 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
 PLAN_OPTIONS = ("path", "state", "snapshot_source", "read_only", "compression", "default", "recursive")
 
 
-def predicted_subvolume(client, plan):
+def predicted_subvolume(plan):
     """What check mode returns: the subvolume as it is now (if it exists), with the planned properties."""
-    if plan.before["state"] == "present":
-        subvolume = describe_subvolume(client, plan.after["path"])
+    if plan.subvolume is not None:
+        subvolume = dict(plan.subvolume)
     else:
         subvolume = dict.fromkeys(("id", "uuid", "parent_uuid", "received_uuid", "generation", "parent_id"))
         subvolume["path"] = plan.after["path"]
@@ -244,11 +244,12 @@ def main():
             result["diff"] = dict(before=plan.before, after=plan.after)
         if module.check_mode:
             if plan.after["state"] == "present":
-                result["subvolume"] = predicted_subvolume(client, plan)
+                result["subvolume"] = predicted_subvolume(plan)
         else:
             plan.apply(done)
             if plan.after["state"] == "present":
-                result["subvolume"] = describe_subvolume(client, plan.after["path"])
+                result["subvolume"] = (describe_subvolume(client, plan.after["path"]) if plan.steps
+                                       else plan.subvolume)
     except BtrfsError as error:
         module.fail_json(msg=str(error), changed=bool(done), actions=done, **error.details)
     module.exit_json(**result)

@@ -285,7 +285,8 @@ query_result:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, LedgerError
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
+    DEFAULT_LEDGER_DIR, Ledger, LedgerError, select_entries)
 from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
 from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore, live_snapshots
 
@@ -322,29 +323,26 @@ def main():
 
     anchor = params["anchor"]
     ledger = Ledger(params["path"])
-    anchor_proof = None
     try:
         with ledger.reading():
             verification = ledger.verify(anchor=anchor)
-            entries = ledger.entries(since=params["since"], limit=params["limit"])
-            snapshots = live_snapshots(ledger.entries())
-            if anchor is not None and 0 <= anchor["size"] <= verification["checkpoint"]["size"]:
-                anchor_proof = ledger.consistency_proof(anchor["size"])
+            everything = ledger.entries()
     except LedgerError as exc:
         module.fail_json(msg=str(exc))
+    entries = select_entries(everything, params["since"], params["limit"])
 
     result = dict(
         changed=False,
         entries=entries,
-        snapshots=[snapshot.as_dict(BlobStore(params["path"])) for snapshot in snapshots],
+        snapshots=[snapshot.as_dict(BlobStore(params["path"])) for snapshot in live_snapshots(everything)],
         checkpoint=verification["checkpoint"],
         valid=verification["valid"],
         problems=verification["problems"],
         recoverable=verification["recoverable"],
         anchor_checked=anchor is not None,
     )
-    if anchor_proof is not None:
-        result["anchor_proof"] = anchor_proof
+    if "anchor_proof" in verification:
+        result["anchor_proof"] = verification["anchor_proof"]
     if not result["valid"] and params["fail_on_invalid"]:
         failure = {key: value for key, value in result.items() if key != "entries"}
         module.fail_json(msg="the ledger in %s failed verification: %s" % (params["path"], _describe(result["problems"][0])),

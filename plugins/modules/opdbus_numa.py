@@ -133,7 +133,9 @@ units:
   contains:
     path: {description: The drop-in file., type: str, returned: always}
     changed:
-      description: Whether the drop-in was (in check mode, would be) written or removed.
+      description:
+        - Whether the drop-in was (in check mode, would be) written or removed, or systemd had not
+          loaded it yet (a run that failed before its reload) and was reloaded.
       type: bool
       returned: always
     restarted:
@@ -204,7 +206,12 @@ def main():
         placements = plan_placements(Topology.read(params["sysfs_root"]), params["units"], live) if present else {}
         dropins = DropinSet({name: placements[name].dropin() if present else None for name in params["units"]},
                             params["dropin_name"])
-        changed = [dropin.unit for dropin in dropins.changed]
+        written = [dropin.unit for dropin in dropins.changed]
+        # A drop-in already right on disk that systemd has not loaded (an earlier run failed before
+        # its reload) still needs the reload, and the restart.
+        client.fill_need_daemon_reload([live[name] for name in params["units"] if name not in written])
+        unloaded = [name for name in params["units"] if name not in written and live[name].need_daemon_reload]
+        changed = written + unloaded
         restart = [name for name in changed if params["restart"] and live[name].running]
         failures = {}
         if changed and not module.check_mode:
@@ -215,14 +222,15 @@ def main():
 
     units = {}
     for dropin in dropins.dropins:
-        units[dropin.unit] = dict(path=dropin.path, changed=dropin.changed,
+        units[dropin.unit] = dict(path=dropin.path, changed=dropin.unit in changed,
                                   restarted=dropin.unit in restart and dropin.unit not in failures)
         if present:
             units[dropin.unit].update(placements[dropin.unit].as_dict())
     output = dict(
         changed=bool(changed),
         units=units,
-        notes=[f"{name}: {note}" for name, placement in placements.items() for note in placement.notes],
+        notes=[f"{name}: {note}" for name, placement in placements.items() for note in placement.notes]
+        + [f"{name}: systemd had not loaded the drop-in yet; reloaded" for name in unloaded],
         diff=[dropin.diff() for dropin in dropins.changed],
     )
     if failures:

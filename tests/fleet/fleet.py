@@ -67,6 +67,8 @@ REQUIRED_TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
+# Host keys are new on every boot, so they are neither checked nor remembered.
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 
 
@@ -344,7 +346,7 @@ class Fleet:
             "  vars:",
             "    ansible_user: root",
             f"    ansible_ssh_private_key_file: {self.key_file}",
-            "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            f"    ansible_ssh_common_args: {' '.join(SSH_OPTIONS)}",
             "    ansible_python_interpreter: /usr/bin/python3",
             "  hosts:",
         ]
@@ -356,15 +358,12 @@ class Fleet:
         _write(self.inventory_file, "\n".join(lines) + "\n", mode=0o600)
 
     # ---- use
-    def ssh_argv(self, host):
-        address = self.hosts()[host]["address"]
-        return ["ssh", "-i", self.key_file, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
-                f"root@{address}"]
-
     def ssh(self, host, command, input=None, check=True, timeout=60):
         """Run COMMAND (a shell string, as ssh always does) on HOST and return the CompletedProcess."""
-        result = subprocess.run([*self.ssh_argv(host), command], input=input, text=True,
+        address = self.hosts()[host]["address"]
+        argv = ["ssh", "-i", self.key_file, *SSH_OPTIONS, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                f"root@{address}", command]
+        result = subprocess.run(argv, input=input, text=True,
                                 capture_output=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise FleetError(f"{host}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")

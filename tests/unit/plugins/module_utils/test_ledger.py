@@ -362,3 +362,17 @@ def test_permission_denied_is_explained(ledger):
     status = os.waitpid(pid, 0)[1]
     os.chmod(ledger.directory, 0o700)
     assert status == 0
+
+
+def test_the_anchor_proof_verifies_independently(tmp_path):
+    ledger = Ledger(str(tmp_path / "bc"))
+    for index in range(5):
+        ledger.append("apply", [index])
+    anchor = ledger.checkpoint()
+    for index in range(6):
+        ledger.append("apply", [index])
+    result = ledger.verify(anchor=anchor)
+    proof = result["anchor_proof"]
+    assert result["valid"] and proof["old_size"] == 5 and proof["size"] == 11
+    assert verify_consistency(5, 11, bytes.fromhex(anchor["root"]), bytes.fromhex(result["checkpoint"]["root"]),
+                              [bytes.fromhex(node) for node in proof["proof"]])

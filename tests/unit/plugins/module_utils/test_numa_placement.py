@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.opdbus.fleet.plugins.module_utils import numa
 from ansible_collections.opdbus.fleet.plugins.module_utils.numa import (
-    DropinSet, NumaError, Topology, check_systemd_version, plan_placements)
+    DropinSet, NumaError, Topology, check_systemd_version, check_unit_names, plan_placements)
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.numa import sysfs
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UnitStatus
 
@@ -186,9 +186,10 @@ def test_bad_input_names_the_unit_and_field(topology, spec, message):
     ("app.timer", 'units["app.timer"]: only units that run processes can be placed (service, socket, mount, swap)'),
     ("bad name.service", 'units["bad name.service"]: invalid unit name'),
 ])
-def test_units_that_cannot_be_placed(topology, unit, message):
-    with pytest.raises(NumaError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        place(topology, {"strategy": "default"}, unit=unit)
+def test_units_that_cannot_be_placed_are_refused_before_systemd_is_asked(unit, message):
+    with pytest.raises(NumaError) as error:
+        check_unit_names({"app.service": {}, unit: {}})
+    assert str(error.value).startswith(message)
 
 
 def test_unit_that_does_not_exist(topology):
