@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # Where applied state and the ledger live, and how long jobs may take.
+    # Where applied state lives, and how long jobs may take (used with the ledger fragment).
     DOCUMENTATION = r"""
 options:
   state_file:
@@ -13,12 +13,6 @@ options:
       - Where the applied desired state document is written on the host.
       - Defaults to C(/etc/op-dbus/state.json) for O(scope=system) and
         C($XDG_CONFIG_HOME/op-dbus/state.json) for O(scope=user).
-    type: path
-  ledger_path:
-    description:
-      - The ledger directory.
-      - Defaults to C(/var/lib/op-dbus/blockchain) for O(scope=system) and
-        C($XDG_STATE_HOME/op-dbus/blockchain) for O(scope=user).
     type: path
   job_timeout:
     description:

@@ -32,11 +32,8 @@ def default_paths(scope):
     """``(state_file, ledger_dir)`` for a scope: system-wide, or under the user's XDG directories."""
     if scope == "system":
         return SYSTEM_STATE_FILE, DEFAULT_LEDGER_DIR
-    # Not $HOME: become methods such as su keep the caller's, and the user's own home is meant.
-    home = pwd.getpwuid(os.getuid()).pw_dir
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
-    return os.path.join(config, "op-dbus", "state.json"), os.path.join(state, "op-dbus", "blockchain")
+    return (os.path.join(xdg_home("XDG_CONFIG_HOME"), "op-dbus", "state.json"),
+            os.path.join(xdg_home("XDG_STATE_HOME"), "op-dbus", "blockchain"))
 
 
 def load_document(src):

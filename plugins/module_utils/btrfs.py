@@ -29,6 +29,7 @@ import os
 import re
 import shlex
 import stat
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 
 TOP_LEVEL_ID = 5  # BTRFS_FS_TREE_OBJECTID: the top-level subvolume, "/" of the filesystem
 SUBVOLUME_ROOT_INODE = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
@@ -65,12 +66,8 @@ PathState.__doc__ = """What is at a path: ``kind`` is subvolume, directory, othe
 (for a missing path, the mount of its nearest existing ancestor)."""
 
 
-class BtrfsError(Exception):
+class BtrfsError(OpdbusError):
     """A failure reported to the user as is; ``details`` (cmd, rc, stdout, stderr) go into the result."""
-
-    def __init__(self, msg, **details):
-        super().__init__(msg)
-        self.details = details
 
 
 # --------------------------------------------------------------------------- parsers (pure)

@@ -11,7 +11,6 @@ the comments here explain only why the code is shaped the way it is.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -23,7 +22,8 @@ import stat
 import time
 from datetime import datetime, timezone
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import make_directories
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, describe_os_error
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import flock_within, fsync_directory, make_directories
 from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -38,6 +38,11 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 LEDGER_FILE = "ledger.jsonl"
 HEAD_FILE = "head.json"
 LOCK_FILE = "lock"
+RUN_LOCK_FILE = "run.lock"
+DEFAULT_RUN_LOCK_TIMEOUT = 120.0
+# The action of the entry a run appends before its first change (see RecordedRun).
+INTENT_ACTION = "intent"
+INTERRUPTED_ACTION = "interrupted"
 FORMAT_VERSION = 1
 ENTRY_FIELDS = ("action", "actor", "changes", "host", "prev_root", "seq", "state_sha256", "time")
 
@@ -46,12 +51,14 @@ _HEAD_KEYS = frozenset(("version", "origin", "size", "length", "root", "frontier
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
+_INTENT_PREFIX = b'{"action":"%s",' % INTENT_ACTION.encode()
+_OUTCOME_MARK = b'"intent":'
 _sha256 = hashlib.sha256
 # Below this many lines a second process costs more than it saves.
 _PARALLEL_MIN_LINES = 20000
 
 
-class LedgerError(Exception):
+class LedgerError(OpdbusError):
     """An operational failure (permissions, lock timeout, damaged files); the message says what to do."""
 
 
@@ -360,23 +367,7 @@ def _split_lines(chunk):
 
 
 def _oserror(action, path, exc):
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        hint = "the ledger belongs to root and is private to it; run as root (become: true)"
-    elif exc.errno == errno.ENOSPC:
-        hint = "the file system is full; free space and retry"
-    elif exc.errno == errno.EROFS:
-        hint = "the file system is mounted read-only"
-    else:
-        hint = exc.strerror or str(exc)
-    return LedgerError("cannot %s %s: %s" % (action, path, hint))
-
-
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return LedgerError("cannot %s %s: %s" % (action, path, describe_os_error(exc)))
 
 
 def _write_all(fd, data):
@@ -405,9 +396,10 @@ class Ledger:
         self.ledger_path = os.path.join(self.directory, LEDGER_FILE)
         self.head_path = os.path.join(self.directory, HEAD_FILE)
         self.lock_path = os.path.join(self.directory, LOCK_FILE)
-        # (stat identity of head.json, parsed head) as this object last wrote it: consecutive
-        # appends then skip re-reading and re-checking a head.json nobody else has touched.
-        self._written_head = None
+        # (stat identity of head.json, size of ledger.jsonl, head) as this object last left them:
+        # consecutive appends then skip re-reading and re-checking files nobody else has touched.
+        # After an append with defer_head the head is newer than head.json, and covers the line.
+        self._known_head = None
 
     # -- locking and reading ------------------------------------------------------------------
 
@@ -427,22 +419,10 @@ class Ledger:
             yield
             return
         try:
-            operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            deadline = time.monotonic() + self.lock_timeout
-            # flock has no timeout of its own. Poll, with short sleeps: an append holds the lock
-            # for about a millisecond, and longer sleeps would leave it idle while writers queue.
-            delay = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, operation)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LedgerError("timed out after %gs waiting for the ledger lock %s: another op-dbus run "
-                                          "is using the ledger (see `fuser -v %s`)"
-                                          % (self.lock_timeout, self.lock_path, self.lock_path)) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.002)
+            if not flock_within(fd, exclusive, self.lock_timeout):
+                raise LedgerError("timed out after %gs waiting for the ledger lock %s: another op-dbus run "
+                                  "is using the ledger (see `fuser -v %s`)"
+                                  % (self.lock_timeout, self.lock_path, self.lock_path))
             yield
         finally:
             os.close(fd)
@@ -535,6 +515,52 @@ class Ledger:
                 result.append(obj)
         return result
 
+    def last_entry(self):
+        """The newest entry, counting crash residue the next append adopts; None for an empty ledger.
+
+        Reads head.json and the end of ledger.jsonl only, and verifies nothing: a run uses it to
+        see whether the run before it was interrupted (its intent is the last entry).
+        """
+        if not self._exists():
+            return None
+        with self._locked(exclusive=False):
+            try:
+                head = _Head.parse(_read_file(self.head_path))
+            except FileNotFoundError:
+                return None
+            except ValueError as exc:
+                raise LedgerError("%s; run `opdbus ledger verify` and investigate" % exc) from None
+            except OSError as exc:
+                raise _oserror("read", self.head_path, exc) from None
+            tail = self._read_tail(head)
+            residue = _Residue(tail, head.frontier) if tail else None
+            if residue is not None and residue.lines and not residue.foreign:
+                raw = residue.lines[-1]
+            elif head.size:
+                raw = self._line_before(head.length)
+            else:
+                return None
+        try:
+            entry = _DECODER.decode(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def _line_before(self, end):
+        """The line of ledger.jsonl that ends, with its newline, at byte END."""
+        data = b""
+        start = end - 1
+        try:
+            with open(self.ledger_path, "rb") as handle:
+                while start > 0 and b"\n" not in data:
+                    step = min(8192, start)
+                    start -= step
+                    handle.seek(start)
+                    data = handle.read(step) + data
+        except OSError as exc:
+            raise _oserror("read", self.ledger_path, exc) from None
+        return data[data.rfind(b"\n") + 1:]
+
     def inclusion_proof(self, seq):
         """Proof that entry ``seq`` is in the current tree: ``{seq, size, leaf_hash, root, proof}`` in hex."""
         leaves = [leaf_hash(raw) for raw in self._accepted_lines(self._snapshot())]
@@ -560,17 +586,47 @@ class Ledger:
         """Re-derive everything from the stored bytes; never modifies anything.
 
         ``anchor`` is a checkpoint seen earlier (``{origin, size, root}``). Returns
-        ``{valid, problems, recoverable, checkpoint}``, plus ``anchor_proof`` (the consistency proof
+        ``{valid, problems, recoverable, interrupted, checkpoint}`` (``interrupted`` lists the runs
+        that died between their intent and their outcome; they do not make the ledger invalid), plus
+        ``in_progress`` (the seq of the intent of a run still going) when there is one, plus ``anchor_proof`` (the consistency proof
         from the anchor's size, shaped as ``consistency_proof`` returns it) when there is one; crash residue is listed under
         ``recoverable`` and does not make the ledger invalid, and the checkpoint is the one the
         next append will build on.
         """
-        return _verify_snapshot(self._snapshot(), anchor)
+        result = _verify_snapshot(self._snapshot(), anchor)
+        unresolved = [run for run in result["interrupted"] if run["resolved_by"] is None]
+        if unresolved and unresolved[-1]["seq"] == result["checkpoint"]["size"] - 1 and self.run_in_progress():
+            # The newest intent belongs to a run that is still going: it is not interrupted (yet).
+            result["interrupted"].remove(unresolved[-1])
+            result["in_progress"] = unresolved[-1]["seq"]
+        return result
+
+    def run_lock(self, purpose, timeout=DEFAULT_RUN_LOCK_TIMEOUT):
+        return RunLock(self, purpose, timeout)
+
+    def run_in_progress(self):
+        """Whether a run holds this ledger's run lock right now."""
+        try:
+            fd = os.open(os.path.join(self.directory, RUN_LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, action, changes, state_sha256=None, actor=None):
+    def append(self, action, changes, state_sha256=None, actor=None, defer_head=False):
         """Durably add one entry; returns it with the new ``checkpoint`` and any ``recovered`` residue.
+
+        With DEFER_HEAD the entry reaches the disk but head.json is left for the next append of
+        this object to update: one sync instead of two, for a write-ahead intent that an outcome
+        follows within the same run. Until then, and for good if the run dies, the entry is crash
+        residue that readers count and the next writer adopts.
 
         Raises ValueError for arguments that cannot form a valid entry, LedgerError when the
         ledger cannot be written or is damaged in a way no crash explains.
@@ -601,7 +657,10 @@ class Ledger:
             frontier = head.frontier.copy()
             frontier.append(leaf_hash(line))
             new_head = _Head.from_frontier(head.origin, head.length + len(line) + 1, frontier)
-            self._write_head(new_head)
+            if defer_head:
+                self._known_head = (_stat_identity(self.head_path), new_head.length, new_head)
+            else:
+                self._write_head(new_head)
         stored["checkpoint"] = new_head.checkpoint()
         stored["recovered"] = recovered
         return stored
@@ -618,6 +677,12 @@ class Ledger:
             raise LedgerError("%s exists but is not a directory" % self.directory)
         return True
 
+    def _ledger_size(self):
+        try:
+            return os.path.getsize(self.ledger_path)
+        except FileNotFoundError:
+            return 0
+
     def _ensure_directory(self):
         if self._exists():
             return
@@ -631,13 +696,13 @@ class Ledger:
         """Under the exclusive lock: load or create the head and recover crash residue."""
         try:
             identity = _stat_identity(self.head_path)
-            if self._written_head is not None and self._written_head[0] == identity:
-                head = self._written_head[1]
-            else:
-                head = _Head.parse(_read_file(self.head_path))
-                if head.frontier.root() != head.root:
-                    raise LedgerError("head.json's root does not match its frontier; refusing to append. "
-                                      "Run `opdbus ledger verify` and investigate")
+            known = self._known_head
+            if known is not None and known[0] == identity and known[1] == self._ledger_size():
+                return known[2], []
+            head = _Head.parse(_read_file(self.head_path))
+            if head.frontier.root() != head.root:
+                raise LedgerError("head.json's root does not match its frontier; refusing to append. "
+                                  "Run `opdbus ledger verify` and investigate")
         except FileNotFoundError:
             return self._initialise(), []
         except ValueError as exc:
@@ -711,7 +776,7 @@ class Ledger:
         self._write_head(head)
         # Appends need not sync the directory (see _write_head), but the files must exist.
         try:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as exc:
             raise _oserror("sync", self.directory, exc) from None
         return head
@@ -753,9 +818,68 @@ class Ledger:
             finally:
                 os.close(fd)
             os.replace(tmp, self.head_path)
-            self._written_head = (_stat_identity(self.head_path), head)
+            self._known_head = (_stat_identity(self.head_path), head.length, head)
         except OSError as exc:
             raise _oserror("write", self.head_path, exc) from None
+
+
+class RunLock:
+    """One op-dbus run at a time per ledger, held from planning through the run's last append.
+
+    Separate from the ledger's own lock, which an append holds for a millisecond and readers
+    share: a run holds this one for as long as its jobs take, and readers never wait for it. The
+    holder writes who it is into the file, so that a waiting run can say what it waits for.
+    """
+
+    def __init__(self, ledger, purpose, timeout=DEFAULT_RUN_LOCK_TIMEOUT):
+        self.ledger = ledger
+        self.path = os.path.join(ledger.directory, RUN_LOCK_FILE)
+        self.purpose = purpose
+        self.timeout = timeout
+        self.waited = 0.0
+        self.waited_for = None
+        self._fd = None
+
+    def acquire(self, create=True):
+        """Take the lock. Without CREATE (check mode) a ledger directory that does not exist is
+        not created; then there is nothing to lock and this returns False."""
+        if create:
+            self.ledger._ensure_directory()
+        elif not self.ledger._exists():
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _oserror("open the run lock", self.path, exc) from None
+        started = time.monotonic()
+        if not flock_within(fd, True, 0):
+            self.waited_for = _read_holder(fd)
+            if not flock_within(fd, True, self.timeout, max_delay=0.05):
+                os.close(fd)
+                raise LedgerError("timed out after %gs waiting for the op-dbus run lock %s, held by %s. Let that "
+                                  "run finish, or raise the lock timeout" % (self.timeout, self.path, self.waited_for))
+            self.waited = time.monotonic() - started
+        try:
+            os.ftruncate(fd, 0)
+            _write_all(fd, ("pid %d (%s) since %s" % (os.getpid(), self.purpose, _utc_now())).encode("utf-8"))
+        except OSError as exc:
+            os.close(fd)
+            raise _oserror("write", self.path, exc) from None
+        self._fd = fd
+        return True
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd):
+    try:
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "another op-dbus run"
 
 
 def select_entries(entries, since=None, limit=None):
@@ -905,6 +1029,7 @@ def _verify_snapshot(snapshot, anchor):
     _scan(layout.lines, frontier, leaves, findings)
     if head is not None:
         _check_head(head, layout, frontier, findings)
+    residue = extra = None
     if layout.tail:
         residue = _Residue(layout.tail, frontier)
         if residue.foreign:
@@ -919,7 +1044,10 @@ def _verify_snapshot(snapshot, anchor):
 
     checkpoint = {"origin": head.origin if head is not None else None, "size": frontier.size,
                   "root": frontier.root().hex()}
-    result = {"checkpoint": checkpoint, "recoverable": recoverable}
+    accepted = layout.lines
+    if residue is not None:
+        accepted = accepted + (extra if residue.foreign else residue.lines)
+    result = {"checkpoint": checkpoint, "recoverable": recoverable, "interrupted": _interrupted_runs(accepted)}
     if anchor is not None:
         proof = _check_anchor(anchor, checkpoint, leaves, findings)
         if proof is not None:
@@ -927,6 +1055,47 @@ def _verify_snapshot(snapshot, anchor):
     problems = findings.result()
     result.update(valid=not problems, problems=problems)
     return result
+
+
+def _parsed(raw):
+    try:
+        entry = _DECODER.decode(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _interrupted_runs(lines):
+    """Runs whose intent no outcome of their own followed, oldest first.
+
+    Each is ``{seq, action, planned, time, resolved_by}``: ``resolved_by`` is the seq of the
+    ``interrupted`` entry a later run appended for it, or None while no run has come since.
+    Only lines that can be intents or outcomes are parsed (canonical JSON puts ``action`` first,
+    and an outcome names its intent under the key ``intent``), so this costs little.
+    """
+    intents = {}
+    outcomes = {}
+    for seq, raw in enumerate(lines):
+        if raw.startswith(_INTENT_PREFIX):
+            entry = _parsed(raw)
+            if entry is not None:
+                intents[seq] = entry
+        elif _OUTCOME_MARK in raw:
+            entry = _parsed(raw)
+            changes = entry.get("changes") if entry is not None else None
+            if isinstance(changes, dict) and _is_int(changes.get("intent")):
+                outcomes.setdefault(changes["intent"], entry)
+    runs = []
+    for seq, intent in sorted(intents.items()):
+        outcome = outcomes.get(seq)
+        if outcome is not None and outcome.get("action") != INTERRUPTED_ACTION:
+            continue
+        changes = intent.get("changes") if isinstance(intent.get("changes"), dict) else {}
+        runs.append({"seq": seq, "action": changes.get("for"), "planned": changes.get("planned", []),
+                     "time": intent.get("time"), "resolved_by": outcome.get("seq") if outcome else None,
+                     "detail": "interrupted run: the actions it planned may have happened, in part or in full; "
+                               "the entries after it record the state that later runs found"})
+    return runs
 
 
 def _check_head(head, layout, frontier, findings):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
     StateApplier, default_paths, load_document)
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
 
 
@@ -19,9 +20,19 @@ def scope_argument_spec():
     return dict(scope=dict(type="str", choices=["system", "user"], default="system"))
 
 
+def ledger_argument_spec():
+    """Options of the opdbus.fleet.ledger doc fragment."""
+    return dict(ledger_path=dict(type="path"), lock_timeout=dict(type="int", default=120))
+
+
 def apply_argument_spec():
-    """Options of the opdbus.fleet.apply doc fragment."""
-    return dict(state_file=dict(type="path"), ledger_path=dict(type="path"), job_timeout=dict(type="int", default=90))
+    """Options of the opdbus.fleet.apply and opdbus.fleet.ledger doc fragments."""
+    return dict(ledger_argument_spec(), state_file=dict(type="path"), job_timeout=dict(type="int", default=90))
+
+
+def ledger_from_params(params):
+    """The Ledger named by ``ledger_path`` (default: the system ledger), and the lock timeout to use."""
+    return Ledger(params["ledger_path"] or DEFAULT_LEDGER_DIR), params["lock_timeout"]
 
 
 def document_from_params(params):
@@ -35,4 +46,5 @@ def build_applier(params):
     """The StateApplier for the module's scope, ledger and state file options (may raise SystemdError)."""
     default_state_file, default_ledger = default_paths(params["scope"])
     return StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
-                        state_file=params["state_file"] or default_state_file, job_timeout=params["job_timeout"])
+                        state_file=params["state_file"] or default_state_file, job_timeout=params["job_timeout"],
+                        lock_timeout=params["lock_timeout"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import unit_name_problem
 
@@ -54,7 +55,7 @@ EXEC_SECTIONS = {"service": "Service", "socket": "Socket", "mount": "Mount", "sw
 DROPIN_NAME = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]*\.conf$")
 
 
-class NumaError(Exception):
+class NumaError(OpdbusError):
     """Bad input or an unreadable topology, with a message that names what is wrong."""
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import traceback
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import canonical_json
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import snapshot_document
@@ -37,7 +38,7 @@ RETENTION_PERIODS = ("hourly", "daily", "weekly", "monthly", "quarterly", "yearl
 RETENTION_KEYS = RETENTION_PERIODS + ("max_total",)
 
 
-class SnapshotError(Exception):
+class SnapshotError(OpdbusError):
     """A snapshot operation that cannot proceed; the message names what to fix."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UNCHANGEABLE_STATES
 
 SUPPORTED_VERSIONS = (1,)
@@ -27,12 +28,12 @@ UNIT_NAME_MAX = 255
 ACTION_ORDER = ("unmask", "enable", "disable", "start", "stop", "mask")
 
 
-class StateDocumentError(Exception):
+class StateDocumentError(OpdbusError):
     """An invalid document; ``problems`` lists ``path: message`` strings."""
 
     def __init__(self, problems):
         self.problems = problems
-        super().__init__("invalid desired state: " + "; ".join(problems))
+        super().__init__("invalid desired state: " + "; ".join(problems), problems=problems)
 
 
 def unit_path(name, field=None):

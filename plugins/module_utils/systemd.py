@@ -18,6 +18,8 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import xdg_home
 
 try:
     import dbus
@@ -48,9 +50,18 @@ MASKED_STATES = frozenset(("masked", "masked-runtime"))
 # States an install-less unit is in: nothing to enable or disable.
 UNCHANGEABLE_STATES = frozenset(("static", "alias", "generated", "transient"))
 RUNNING_STATES = frozenset(("active", "reloading", "activating"))
+# Load states in which systemd refuses to start a unit until its file is fixed.
+BROKEN_LOAD_STATES = frozenset(("error", "bad-setting"))
+# Unit types that only exist while something else creates them: never part of a restorable snapshot.
+RUNTIME_UNIT_TYPES = ("scope", "slice", "device")
+# Unit file states of units a snapshot cannot restore: made at runtime or by a generator, an alias
+# of another unit (which the snapshot holds under its own name), or a file systemd cannot parse.
+UNRESTORABLE_FILE_STATES = frozenset(("", "generated", "transient", "alias", "bad"))
+# Where `systemctl mask` (MaskUnitFiles) writes its /dev/null symlink, per scope.
+SYSTEM_CONFIG_DIR = "/etc/systemd/system"
 
 
-class SystemdError(Exception):
+class SystemdError(OpdbusError):
     """A D-Bus or systemd failure, with a message a user can act on."""
 
 
@@ -71,7 +82,7 @@ class UnitStatus:
     """What systemd reports about one unit; ``snapshot()`` expresses it as a desired-state entry."""
 
     __slots__ = ("name", "load_state", "active_state", "sub_state", "unit_file_state", "object_path",
-                 "need_daemon_reload")
+                 "need_daemon_reload", "job_facts", "own_file")
 
     def __init__(self, name, load_state, active_state, sub_state, object_path, unit_file_state="",
                  need_daemon_reload=False):
@@ -82,6 +93,9 @@ class UnitStatus:
         self.object_path = object_path
         self.unit_file_state = unit_file_state
         self.need_daemon_reload = need_daemon_reload
+        # Filled only for units a plan starts or stops (fill_job_facts) or masks (fill_own_files).
+        self.job_facts = None
+        self.own_file = None
 
     @property
     def exists(self):
@@ -104,6 +118,14 @@ class UnitStatus:
     def running(self):
         return self.active_state in RUNNING_STATES
 
+    @property
+    def unmet_conditions(self):
+        """The Condition*= settings systemd found unmet when it last tried to start the unit, or []."""
+        facts = self.job_facts
+        if not facts or facts.condition_result or not facts.condition_checked:
+            return []
+        return facts.unmet or ["a start condition (see systemctl status %s)" % self.name]
+
     def snapshot(self):
         """The unit's state as an entry of a desired-state document (so a snapshot can be applied)."""
         entry = {"active_state": "active" if self.running else "inactive", "masked": self.masked}
@@ -122,10 +144,29 @@ class UnitStatus:
         }
 
 
+class JobFacts:
+    """What decides whether systemd would start or stop a unit: its start conditions as last
+    evaluated, and its RefuseManualStart=/RefuseManualStop= settings."""
+
+    __slots__ = ("condition_result", "condition_checked", "unmet", "refuse_start", "refuse_stop")
+
+    def __init__(self, condition_result, condition_checked, unmet, refuse_start, refuse_stop):
+        self.condition_result = condition_result
+        self.condition_checked = condition_checked
+        self.unmet = unmet
+        self.refuse_start = refuse_start
+        self.refuse_stop = refuse_stop
+
+
+def _condition_text(kind, trigger, negate, parameter):
+    return f"{kind}={'|' if trigger else ''}{'!' if negate else ''}{parameter}"
+
+
 class SystemdClient:
     """Talks to the system manager (scope ``system``) or the calling user's manager (``user``)."""
 
     def __init__(self, scope="system"):
+        self.scope = scope
         try:
             if scope == "user":
                 self.bus = dbus.bus.BusConnection(_user_bus_address())
@@ -147,15 +188,25 @@ class SystemdClient:
 
     def _call(self, method, signature=None, *args):
         """One blocking call on the manager object; returns the reply's arguments."""
-        message = self._message(SYSTEMD_PATH, MANAGER_INTERFACE, method, signature, *args)
         try:
+            message = self._message(SYSTEMD_PATH, MANAGER_INTERFACE, method, signature, *args)
             reply = self.bus.send_message_with_reply_and_block(message, CALL_TIMEOUT)
         except dbus.DBusException as error:
             raise SystemdError(f"{method}: {error.get_dbus_message()}") from None
         return reply.get_args_list()
 
     def _pipelined(self, messages):
-        """Send calls without waiting for each reply; returns replies (or DBusExceptions) in order."""
+        """Send calls without waiting for each reply; returns replies (or DBusExceptions) in order.
+
+        A reply that is an error comes back as a DBusException for the caller to attribute; the
+        connection itself failing (the bus went away) is a SystemdError.
+        """
+        try:
+            return self._send_pipelined(messages)
+        except dbus.DBusException as error:
+            raise SystemdError(f"the D-Bus connection to systemd failed: {error.get_dbus_message()}") from None
+
+    def _send_pipelined(self, messages):
         replies = [None] * len(messages)
 
         def keep(index):
@@ -213,6 +264,40 @@ class SystemdClient:
         for unit, flag in zip(units, self._unit_property_values(units, "NeedDaemonReload")):
             unit.need_daemon_reload = bool(flag)
 
+    def fill_job_facts(self, units):
+        """Read what decides whether systemd would run the start or stop jobs of UNITS."""
+        names = ("ConditionResult", "ConditionTimestampMonotonic", "Conditions", "RefuseManualStart",
+                 "RefuseManualStop")
+        values = self._get_properties([(unit.object_path, UNIT_INTERFACE, name) for unit in units for name in names])
+        for index, unit in enumerate(units):
+            row = values[index * len(names):(index + 1) * len(names)]
+            failed = next((value for value in row if isinstance(value, Exception)), None)
+            if failed is not None:
+                raise SystemdError(f"reading the start conditions of {unit.name}: {failed.get_dbus_message()}")
+            result, timestamp, conditions, refuse_start, refuse_stop = row
+            unmet = [_condition_text(str(kind), bool(trigger), bool(negate), str(parameter))
+                     for kind, trigger, negate, parameter, state in conditions if int(state) < 0]
+            unit.job_facts = JobFacts(bool(result), int(timestamp) > 0, unmet, bool(refuse_start), bool(refuse_stop))
+
+    def config_dir(self):
+        """The directory where this scope's administrator unit files and masks live."""
+        if self.scope == "system":
+            return SYSTEM_CONFIG_DIR
+        return os.path.join(xdg_home("XDG_CONFIG_HOME"), "systemd", "user")
+
+    def fill_own_files(self, units):
+        """Note the administrator's own file of each of UNITS: a file (or a symlink other than a
+        mask) in the config directory, where MaskUnitFiles would have to write its symlink."""
+        directory = self.config_dir()
+        for unit in units:
+            path = os.path.join(directory, unit.name)
+            try:
+                if not (os.path.islink(path) and os.readlink(path) == "/dev/null"):
+                    os.lstat(path)
+                    unit.own_file = path
+            except OSError:
+                unit.own_file = None
+
     def version(self):
         """The manager's major version as a number (252 for "252.39-1~deb12u2")."""
         value = self._get_properties([(SYSTEMD_PATH, MANAGER_INTERFACE, "Version")])[0]
@@ -232,6 +317,15 @@ class SystemdClient:
             if "@." not in name:  # a template is not a unit until it has an instance
                 names.add(name)
         return sorted(names)
+
+    def restorable_units(self):
+        """``{name: UnitStatus}`` of the units a snapshot can bring back: loaded units that have
+        unit files. Scopes, slices, devices, transient, generated, alias and not-found units are
+        left out: they exist only while something else makes them, and no apply can restore them."""
+        live = self.read_units(self.all_unit_names())
+        return {name: unit for name, unit in live.items()
+                if unit.load_state in ("loaded", "masked") and unit.unit_file_state not in UNRESTORABLE_FILE_STATES
+                and not name.endswith(tuple("." + kind for kind in RUNTIME_UNIT_TYPES))}
 
     def failure_details(self, unit):
         """Why a unit is not running, as ``key=value`` words: its start conditions and, for services, Result."""

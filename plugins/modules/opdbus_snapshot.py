@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - opdbus.fleet.systemd
   - opdbus.fleet.apply
+  - opdbus.fleet.ledger
 options:
   state:
     description:

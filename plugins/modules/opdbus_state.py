@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - opdbus.fleet.state_document
   - opdbus.fleet.systemd
   - opdbus.fleet.apply
+  - opdbus.fleet.ledger
 attributes:
   check_mode:
     support: full

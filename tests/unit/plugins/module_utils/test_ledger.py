@@ -80,7 +80,7 @@ def test_append_returns_the_stored_entry_and_checkpoint(ledger):
     assert head == {"version": 1, "origin": first["checkpoint"]["origin"], "size": 2,
                     "length": sum(len(line) + 1 for line in lines), "root": second["checkpoint"]["root"],
                     "frontier": [root_from_leaf_hashes(leaves).hex()]}
-    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "checkpoint": second["checkpoint"]}
+    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "interrupted": [], "checkpoint": second["checkpoint"]}
     assert ledger.checkpoint() == second["checkpoint"]
 
 
@@ -174,7 +174,7 @@ def test_every_acknowledged_checkpoint_is_a_valid_anchor(ledger):
 def test_a_host_without_a_ledger(tmp_path):
     ledger = Ledger(str(tmp_path / "never"))
     empty = {"origin": None, "size": 0, "root": EMPTY_ROOT.hex()}
-    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "checkpoint": empty}
+    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "interrupted": [], "checkpoint": empty}
     assert ledger.checkpoint() == empty and ledger.entries() == []
     assert ledger.verify(anchor=empty)["valid"]
     assert not os.path.exists(ledger.directory)
@@ -205,7 +205,7 @@ def test_torn_tail_is_reported_then_removed(ledger):
     assert len(ledger.entries()) == 3
     appended = ledger.append("apply", [])
     assert appended["seq"] == 3 and kinds(appended["recovered"]) == [("torn_tail", 3)]
-    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "checkpoint": appended["checkpoint"]}
+    assert ledger.verify() == {"valid": True, "problems": [], "recoverable": [], "interrupted": [], "checkpoint": appended["checkpoint"]}
 
 
 def test_complete_but_unparseable_last_line_counts_as_torn(ledger):

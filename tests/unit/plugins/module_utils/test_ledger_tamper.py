@@ -374,7 +374,7 @@ def test_large_ledger_verified_in_two_processes(tmp_path):
     directory = str(tmp_path / "bc")
     checkpoint = write_ledger(directory, lines)
     ledger = Ledger(directory)
-    intact = {"valid": True, "problems": [], "recoverable": [], "checkpoint": checkpoint}
+    intact = {"valid": True, "problems": [], "recoverable": [], "interrupted": [], "checkpoint": checkpoint}
     anchored = ledger.verify(anchor=checkpoint)
     assert anchored.pop("anchor_proof") == {"old_size": size, "old_root": checkpoint["root"], "size": size,
                                             "root": checkpoint["root"], "proof": []}

@@ -1,0 +1,110 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One run that may change the host: serialised with every other run, and recorded write-ahead.
+
+Every path that changes the host goes through a RecordedRun::
+
+    with RecordedRun(ledger, "apply", check_mode=check_mode) as run:
+        plan = ...                      # planned under the run lock, from a state no other run changes
+        run.intend(planned_actions)     # an ``intent`` entry, durable before the first change
+        run.progress["actions"] = done  # kept up to date while changing
+        run.record(changes, digest)     # the outcome, naming its intent
+
+An exception after ``intend`` still appends the outcome, with what ``progress`` says was done and
+the error. A run killed between intent and outcome leaves an intent as the ledger's last entry;
+the next run appends an ``interrupted`` entry for it and warns, and verification lists every
+interrupted run by seq. The intent costs one sync: it is appended with ``defer_head``, and the
+outcome's append writes the head for both.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
+    DEFAULT_RUN_LOCK_TIMEOUT, INTENT_ACTION, INTERRUPTED_ACTION, LedgerError)
+
+
+def describe_planned(planned, limit=8):
+    """A short text for planned actions (``{"unit", "action"}`` items or plain strings)."""
+    words = [f"{item.get('action')} {item.get('unit')}" if isinstance(item, dict) and "unit" in item else str(item)
+             for item in planned]
+    more = f" and {len(words) - limit} more" if len(words) > limit else ""
+    return ", ".join(words[:limit]) + more if words else "nothing recorded"
+
+
+class RecordedRun:
+    """See the module docstring. ``warnings`` are for the task result (interrupted runs, lock waits)."""
+
+    def __init__(self, ledger, action, actor=None, check_mode=False, lock_timeout=DEFAULT_RUN_LOCK_TIMEOUT):
+        self.ledger = ledger
+        self.action = action
+        self.actor = actor
+        self.check_mode = check_mode
+        self.lock = ledger.run_lock(action, lock_timeout)
+        self.intent = None
+        self.entry = None
+        self.progress = {}
+        self.interrupted = []
+        self.warnings = []
+
+    def __enter__(self):
+        self.lock.acquire(create=not self.check_mode)
+        try:
+            if self.lock.waited_for:
+                self.warnings.append(f"waited {self.lock.waited:.1f} s for another op-dbus run to finish: "
+                                     f"{self.lock.waited_for}")
+            self._close_interrupted_run()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _close_interrupted_run(self):
+        last = self.ledger.last_entry()
+        if not last or last.get("action") != INTENT_ACTION:
+            return
+        changes = last.get("changes") if isinstance(last.get("changes"), dict) else {}
+        planned = changes.get("planned") if isinstance(changes.get("planned"), list) else []
+        self.interrupted.append(last.get("seq"))
+        self.warnings.append(
+            f"interrupted run: the {changes.get('for', 'unknown')} run that wrote intent seq {last.get('seq')} "
+            f"at {last.get('time')} ended before recording its outcome; these actions may have happened: "
+            f"{describe_planned(planned)}. This run starts from the state it finds"
+            + ("" if self.check_mode else " and records an `interrupted` entry for it"))
+        if not self.check_mode:
+            self.ledger.append(INTERRUPTED_ACTION, {"intent": last.get("seq"), "for": changes.get("for")},
+                               actor=self.actor)
+
+    def intend(self, planned):
+        """Record PLANNED (a list) before the first change; the outcome will name this intent."""
+        if self.check_mode:
+            raise RuntimeError("a check-mode run changes nothing and records no intent")
+        self.intent = self.ledger.append(INTENT_ACTION, {"for": self.action, "planned": planned},
+                                         actor=self.actor, defer_head=True)
+
+    def record(self, changes, state_sha256=None):
+        """Append the outcome CHANGES (a dict); returns the stored entry with its checkpoint."""
+        changes = dict(changes)
+        if self.intent is not None:
+            changes["intent"] = self.intent["seq"]
+        self.entry = self.ledger.append(self.action, changes, state_sha256=state_sha256, actor=self.actor)
+        return self.entry
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if self.intent is not None and self.entry is None:
+                self._record_failure(exc)
+        finally:
+            self.lock.release()
+        return False
+
+    def _record_failure(self, exc):
+        reason = str(exc) if exc is not None else "the run ended without recording its outcome"
+        if exc is not None and not isinstance(exc, OpdbusError):
+            reason = f"{type(exc).__name__}: {reason}"
+        try:
+            self.record(dict(self.progress, error=reason))
+        except (OpdbusError, ValueError) as failure:
+            raise LedgerError(
+                f"{reason}; and the ledger could not record this run's outcome ({failure}), so the next run "
+                f"reports intent seq {self.intent['seq']} as interrupted") from None
