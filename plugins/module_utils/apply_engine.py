@@ -3,23 +3,28 @@
 """Bring systemd units to a desired state document and record what changed.
 
 The one apply engine: ``opdbus_state`` applies documents with it and ``opdbus_snapshot`` restores
-snapshots with it. Every unit is planned before anything is touched (so an invalid document or
-an unknown unit changes nothing); then each phase runs for all units at once, in the order that
-is safe for each unit: unmask, enable/disable, daemon-reload, start/stop (waiting for the jobs),
-mask. A unit that fails does not stop the others; the caller gets every failure by name.
+snapshots with it, each inside a RecordedRun (one run at a time per ledger). Every unit is planned
+before anything is touched, including what systemd would refuse, so an invalid document changes
+nothing. Then an ``intent`` entry is appended, and each phase runs for all units at once, in the
+order that is safe for each unit: unmask, enable/disable, daemon-reload, start/stop (waiting for
+the jobs), mask. A unit that fails does not stop the others; the caller gets every failure by
+name. The outcome entry records what ran, also when the run fails part-way, and names the blob
+that holds the resulting state, so every apply is a restore point.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pwd
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger, canonical_json
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import host_file_error
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text, xdg_home
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
+    DEFAULT_LEDGER_DIR, DEFAULT_RUN_LOCK_TIMEOUT, Ledger)
+from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore, SnapshotError, zstandard
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
-    StateDocumentError, expected_after, plan_unit, snapshot_document, unit_path, validate)
+    StateDocumentError, expected_after, needs_job_facts, plan_unit, snapshot_document, unit_path, validate)
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdError
 
 SYSTEM_STATE_FILE = "/etc/op-dbus/state.json"
@@ -53,28 +58,58 @@ def load_document(src):
         raise StateDocumentError([f"src: {src} is not valid JSON: {error}"]) from None
 
 
-def state_sha256(document):
-    return hashlib.sha256(canonical_json(document)).hexdigest()
-
-
 def in_phase_order(actions):
     """ACTIONS (``{"unit", "action"}``) in the order apply runs them; stable within a phase."""
     return sorted(actions, key=lambda action: PHASES[action["action"]])
 
 
+def plan_units(client, desired):
+    """Plan every unit of DESIRED (``validate()``'s result) against the live system: ``(plans, live)``.
+
+    The facts that only some refusals need (start conditions, RefuseManualStart/Stop, the
+    administrator's own unit file) are read in one more round trip, only for the units whose
+    first plan starts, stops or masks them; those are planned again with the facts.
+    """
+    live = client.read_units(list(desired))
+    plans = [plan_unit(name, fields, live.get(name)) for name, fields in desired.items()]
+    recheck = [plan for plan in plans if needs_job_facts(plan)]
+    if recheck:
+        jobs = [live[plan.name] for plan in recheck if "start" in plan.actions or "stop" in plan.actions]
+        if jobs:
+            client.fill_job_facts(jobs)
+        client.fill_own_files([live[plan.name] for plan in recheck if "mask" in plan.actions and plan.name in live])
+        replanned = {plan.name: plan_unit(plan.name, plan.desired, live[plan.name]) for plan in recheck}
+        plans = [replanned.get(plan.name, plan) for plan in plans]
+    return plans, live
+
+
 class ApplyResult:
     """The outcome of one run (or, from ``check``, of the plan)."""
 
-    def __init__(self, plans, units, actions, failures, file_changes):
+    def __init__(self, plans, units, actions, failures, file_changes, files, entry=None, skipped=None):
         self.plans = plans
         self.units = units
         self.actions = actions
         self.failures = failures
         self.file_changes = file_changes
+        self.files = files
+        self.entry = entry
+        # Units whose start job ran without effect because systemd found a start condition unmet.
+        self.skipped = skipped or {}
 
     @property
     def changed(self):
-        return bool(self.actions)
+        return bool(self.actions or self.files)
+
+    @property
+    def absent(self):
+        return [plan.name for plan in self.plans if plan.status == "absent"]
+
+    @property
+    def conditions_unmet(self):
+        unmet = {plan.name: plan.unmet for plan in self.plans if plan.status == "condition_unmet"}
+        unmet.update(self.skipped)
+        return unmet
 
     def diff(self):
         changed = [plan for plan in self.plans if plan.actions]
@@ -96,57 +131,87 @@ class ApplyResult:
 class StateApplier:
     """Applies documents through a SystemdClient and records changes in a Ledger."""
 
-    def __init__(self, client, ledger_dir, state_file=None, job_timeout=90, actor=None):
+    def __init__(self, client, ledger_dir, state_file=None, job_timeout=90, actor=None,
+                 lock_timeout=DEFAULT_RUN_LOCK_TIMEOUT):
         self.client = client
         self.ledger = Ledger(ledger_dir)
+        self.blobs = BlobStore(ledger_dir)
         self.state_file = state_file
         self.current_file = os.path.join(ledger_dir, CURRENT_STATE_NAME)
         self.job_timeout = job_timeout
         self.actor = actor
+        self.lock_timeout = lock_timeout
+
+    def recorded_run(self, action="apply", check_mode=False):
+        """The RecordedRun to plan and apply in (see recorded_run.py)."""
+        return RecordedRun(self.ledger, action, actor=self.actor, check_mode=check_mode, lock_timeout=self.lock_timeout)
 
     def plan(self, document):
         """Validate DOCUMENT and plan every unit; raises StateDocumentError before touching anything."""
-        desired = validate(document)
-        live = self.client.read_units(list(desired))
-        plans = [plan_unit(name, fields, live.get(name)) for name, fields in desired.items()]
+        plans, live = plan_units(self.client, validate(document))
         problems = [plan.problem for plan in plans if plan.problem]
         if problems:
             raise StateDocumentError(problems)
         return plans, live
 
     def check(self, document):
-        """What ``apply`` would do, with the actions in the order it would run them (phase by phase)."""
+        """What ``apply`` would do: its actions in the order it runs them, and the files it would write."""
         plans, live = self.plan(document)
-        actions = in_phase_order({"unit": plan.name, "action": action} for plan in plans for action in plan.actions)
-        return ApplyResult(plans, live, actions, {}, [])
+        return ApplyResult(plans, live, self._planned_actions(plans), {}, [], self._stale_state_files(document))
 
-    def apply(self, document, ledger_action="apply", ledger_extra=None):
-        """Apply DOCUMENT; returns ``(ApplyResult, ledger entry or None)``.
+    def apply(self, document, run, ledger_extra=None):
+        """Apply DOCUMENT inside RUN (a RecordedRun); returns the ApplyResult, with the outcome ``entry``.
 
-        The ledger entry is written whenever anything changed, including after partial failure, so
-        the ledger never misses a change that did happen.
+        A run with nothing to do records nothing. Otherwise the intent is recorded before the first
+        change and the outcome after, including after a partial failure, so the ledger never misses
+        a change that did happen.
         """
         plans, live = self.plan(document)
-        result = self._execute(plans, live)
-        file_updates = self._write_state_files(document, converged=not result.failures)
-        entry = None
-        if result.actions or file_updates:
-            changes = {"units": result.ledger_changes(), "files": file_updates}
-            if result.file_changes:
-                changes["unit_files"] = result.file_changes
-            if result.failures:
-                changes["failed"] = result.failures
-            if ledger_extra:
-                changes.update(ledger_extra)
-            entry = self.ledger.append(ledger_action, changes,
-                                       state_sha256=state_sha256(snapshot_document(result.units)), actor=self.actor)
-        return result, entry
+        planned = self._planned_actions(plans)
+        stale = self._stale_state_files(document)
+        if not planned and not stale:
+            return ApplyResult(plans, live, [], {}, [], [])
+        if zstandard is None:
+            raise SnapshotError("python3-zstandard is needed on the host: every apply keeps the state it leaves as a "
+                                "restore point, compressed with zstd. Install python3-zstandard")
+        run.intend(planned + [{"file": path} for path in stale])
+        result = self._execute(plans, live, run.progress)
+        self._write_state_files(document, converged=not result.failures, written=result.files)
+        changes = {"units": result.ledger_changes(), "files": result.files}
+        if result.file_changes:
+            changes["unit_files"] = result.file_changes
+        if result.failures:
+            changes["failed"] = result.failures
+        if result.skipped:
+            changes["conditions_unmet"] = result.skipped
+        if ledger_extra:
+            changes.update(ledger_extra)
+        digest = self._store_state(snapshot_document(result.units))
+        result.entry = run.record(changes, state_sha256=digest)
+        return result
+
+    @staticmethod
+    def _planned_actions(plans):
+        return in_phase_order({"unit": plan.name, "action": action} for plan in plans for action in plan.actions)
+
+    def _store_state(self, document):
+        """Keep DOCUMENT as the blob a restore of this entry brings back; its digest is the entry's state_sha256."""
+        try:
+            return self.blobs.put(document)
+        except OSError as error:
+            raise host_file_error("write the state blob in", self.blobs.directory, error) from None
 
     # ------------------------------------------------------------------ phases
-    def _execute(self, plans, live):
-        """Run PLANS phase by phase for all units at once; LIVE is what the plan read."""
+    def _execute(self, plans, live, progress):
+        """Run PLANS phase by phase for all units at once; LIVE is what the plan read.
+
+        PROGRESS (the run's) always holds what has run so far: ``actions`` that took effect,
+        ``attempted`` jobs whose effect is not known yet, and the ``files`` written, so that an
+        exception from any phase still leaves the ledger an accurate outcome.
+        """
         failures = {}
-        actions = []
+        actions = progress.setdefault("actions", [])
+        files = progress.setdefault("files", [])
         file_changes = []
         pending = {plan.name: list(plan.actions) for plan in plans if plan.actions}
 
@@ -182,6 +247,7 @@ class StateApplier:
                     pending[name] = []
                 jobs = []
         if jobs:
+            progress["attempted"] = [{"unit": name, "action": verb} for name, verb in jobs]
             for name, error in self.client.run_jobs(jobs, self.job_timeout).items():
                 failures[name] = f"{unit_path(name)}: {error}"
                 pending[name] = []
@@ -192,15 +258,29 @@ class StateApplier:
             self.client.reload()
 
         units = self.client.read_units([plan.name for plan in plans])
+        skipped = self._skipped_starts(jobs, units)
+        # A finished job counts as a change only if it had its effect (a start that failed did not).
+        actions += [{"unit": name, "action": verb} for name, verb in jobs if units[name].running == (verb == "start")]
+        actions.sort(key=lambda action: PHASES[action["action"]])
+        progress.pop("attempted", None)
         for plan in plans:
-            if plan.name not in failures and plan.actions:
+            if plan.name not in failures and plan.name not in skipped and plan.actions:
                 problem = self._unconverged(plan, units[plan.name])
                 if problem:
                     failures[plan.name] = problem
-        # A finished job counts as a change only if it had its effect (a start that failed did not).
-        actions += [{"unit": name, "action": verb} for name, verb in jobs
-                    if units[name].running == (verb == "start")]
-        return ApplyResult(plans, units, in_phase_order(actions), failures, file_changes)
+        return ApplyResult(plans, units, actions, failures, file_changes, files, skipped=skipped)
+
+    def _skipped_starts(self, jobs, units):
+        """``{name: unmet conditions}`` of started units that systemd skipped for an unmet Condition*=.
+
+        That is how a unit declared active behaves on a machine without what it needs (bluetooth
+        without an adapter): reported, not failed. A failed Assert*= is a failure.
+        """
+        idle = [units[name] for name, verb in jobs if verb == "start" and not units[name].running]
+        if not idle:
+            return {}
+        self.client.fill_job_facts(idle)
+        return {unit.name: unit.unmet_conditions for unit in idle if unit.unmet_conditions}
 
     @staticmethod
     def _batched(call, names):
@@ -231,17 +311,29 @@ class StateApplier:
                 f"{detail}; see `journalctl -u {plan.name}`")
 
     # ------------------------------------------------------------------ files
-    def _write_state_files(self, document, converged):
-        """Write the desired document to the state file, and as current.json once it is applied."""
-        updates = []
+    def _state_file_targets(self):
+        """``(path, private)`` of the files that hold the applied document."""
         targets = [(self.state_file, False)] if self.state_file else []
-        if converged:
-            targets.append((self.current_file, True))
-        for path, private in targets:
+        return targets + [(self.current_file, True)]
+
+    def _stale_state_files(self, document):
+        """The state files that do not hold DOCUMENT yet (what a converging apply writes)."""
+        return [path for path, _private in self._state_file_targets() if _read_json(path) != document]
+
+    def _write_state_files(self, document, converged, written):
+        """Write the desired document to the state file, and as current.json once it is applied.
+
+        Each path goes into WRITTEN (the run's progress) as soon as it is replaced.
+        """
+        for path, private in self._state_file_targets():
+            if private and not converged:
+                continue
             if _read_json(path) != document:
-                _write_json(path, document, private)
-                updates.append(path)
-        return updates
+                try:
+                    _write_json(path, document, private)
+                except OSError as error:
+                    raise host_file_error("write", path, error) from None
+                written.append(path)
 
 
 def _read_json(path):
@@ -251,6 +343,8 @@ def _read_json(path):
         return None if text is None else json.loads(text)
     except ValueError:
         return None
+    except OSError as error:
+        raise host_file_error("read", path, error) from None
 
 
 def _write_json(path, document, private):

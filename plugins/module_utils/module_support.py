@@ -1,12 +1,13 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument-spec pieces shared by the modules, one per doc fragment, and what they build."""
+"""Argument-spec pieces shared by the modules (one per doc fragment), and the runners their main() calls."""
 
 from __future__ import annotations
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
-    StateApplier, default_paths, load_document)
+    StateApplier, default_paths, load_document, plan_units)
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import drift, validate
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
 
 
@@ -40,6 +41,47 @@ def document_from_params(params):
     if params["state"] is not None:
         return params["state"]
     return load_document(params["src"])
+
+
+def apply_state(params, check_mode):
+    """Run opdbus_state: ``(result fields, warnings, failures)``; raises OpdbusError before any change
+    on bad input, and after a recorded partial change when the run fails part-way."""
+    document = document_from_params(params)
+    applier = build_applier(params)
+    with applier.recorded_run("apply", check_mode=check_mode) as run:
+        result = applier.check(document) if check_mode else applier.apply(document, run)
+    output = dict(
+        changed=result.changed,
+        actions=result.actions,
+        files=result.files,
+        absent=result.absent,
+        conditions_unmet=result.conditions_unmet,
+        interrupted=run.interrupted,
+        units={name: unit.as_dict() for name, unit in result.units.items()},
+        entry=result.entry,
+        checkpoint=result.entry["checkpoint"] if result.entry else applier.ledger.checkpoint(),
+        diff=result.diff(),
+    )
+    return output, run.warnings, result.failures
+
+
+def read_state(params):
+    """Run opdbus_state_info: live units, and drift by the same planning rules as an apply."""
+    desired = None
+    if params["state"] is not None or params["src"] is not None:
+        desired = validate(document_from_params(params))
+    client = SystemdClient(params["scope"])
+    plans = plan_units(client, desired)[0] if desired else []
+    names = params["units"] or [plan.name for plan in plans] or client.all_unit_names()
+    live = client.read_units(sorted(set(names) | {plan.name for plan in plans}))
+    report = drift(plans)
+    return dict(
+        units={name: live[name].as_dict() for name in names if name in live},
+        drift=report,
+        absent=[plan.name for plan in plans if plan.status == "absent"],
+        conditions_unmet={plan.name: plan.unmet for plan in plans if plan.status == "condition_unmet"},
+        in_sync=not report,
+    )
 
 
 def build_applier(params):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UNCHANGEABLE_STATES
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import BROKEN_LOAD_STATES, UNCHANGEABLE_STATES
 
 SUPPORTED_VERSIONS = (1,)
 UNIT_FIELDS = {
@@ -124,54 +124,106 @@ def unit_name_problem(name):
 
 
 class UnitPlan:
-    """What one declared unit needs; ``actions`` are in execution order."""
+    """What one declared unit needs; ``actions`` are in execution order.
 
-    __slots__ = ("name", "desired", "before", "actions", "problem")
+    ``status`` is None, ``absent`` (not installed, and the declaration holds without it) or
+    ``condition_unmet`` (declared active, but systemd skipped its start for ``unmet`` conditions).
+    """
 
-    def __init__(self, name, desired, before, actions, problem=None):
+    __slots__ = ("name", "desired", "before", "actions", "problem", "status", "unmet")
+
+    def __init__(self, name, desired, before, actions, problem=None, status=None, unmet=()):
         self.name = name
         self.desired = desired
         self.before = before
         self.actions = actions
         self.problem = problem
+        self.status = status
+        self.unmet = list(unmet)
+
+
+# What a unit systemd does not know looks like as a declaration: stopped and not masked.
+ABSENT_SNAPSHOT = {"active_state": "inactive", "masked": False}
 
 
 def plan_unit(name, desired, live):
-    """Plan one unit. LIVE is a systemd.UnitStatus-like object (or None when systemd did not report it)."""
+    """Plan one unit. LIVE is a systemd.UnitStatus-like object (or None when systemd did not report it).
+
+    Everything systemd would refuse is found here, so a document that needs it changes nothing.
+    Some refusals need facts read only for units that start, stop or mask (``job_facts``,
+    ``own_file``); the engine fills those and plans such units again.
+    """
     if live is None or not live.exists:
-        return UnitPlan(name, desired, None, [],
-                        f"{unit_path(name)}: no such unit on this host (systemd reports it not-found)")
+        return _plan_absent(name, desired)
     before = live.snapshot()
+
+    def refuse(field, message):
+        return UnitPlan(name, desired, before, [], f"{unit_path(name, field)}: {message}")
+
     actions = []
     masked = live.masked
     want_masked = desired.get("masked")
     if want_masked is False and masked:
+        if live.unit_file_state == "masked-runtime":
+            return refuse("masked", "the unit is masked at runtime (in /run), which does not survive a reboot and "
+                                    f"which systemd's unmask leaves in place; run `systemctl unmask --runtime {name}`")
         actions.append("unmask")
         masked = False
     if masked and want_masked is None and desired.get("enabled") is True:
-        return UnitPlan(name, desired, before, [],
-                        f"{unit_path(name, 'enabled')}: the unit is masked; declare masked: false to unmask it")
+        return refuse("enabled", "the unit is masked; declare masked: false to unmask it")
     if masked and want_masked is None and desired.get("active_state") == "active":
-        return UnitPlan(name, desired, before, [],
-                        f"{unit_path(name, 'active_state')}: the unit is masked; declare masked: false to unmask it")
+        return refuse("active_state", "the unit is masked; declare masked: false to unmask it")
     want_enabled = desired.get("enabled")
     if want_enabled is not None and not masked and want_enabled != live.enabled:
+        if live.unit_file_state == "bad":
+            return refuse("enabled", "systemd cannot parse the unit file (unit file state bad); fix it, see "
+                                     f"`systemd-analyze verify {name}`")
         if not want_enabled and live.unit_file_state in UNCHANGEABLE_STATES:
-            return UnitPlan(name, desired, before, [],
-                            f"{unit_path(name, 'enabled')}: a {live.unit_file_state} unit cannot be disabled "
-                            "(it has no [Install] section); mask it instead")
+            return refuse("enabled", f"a {live.unit_file_state} unit cannot be disabled "
+                                     "(it has no [Install] section); mask it instead")
         if want_enabled and live.enabled is None:
-            return UnitPlan(name, desired, before, [],
-                            f"{unit_path(name, 'enabled')}: the unit has no unit file to enable")
+            return refuse("enabled", "the unit has no unit file to enable")
         actions.append("enable" if want_enabled else "disable")
     want_active = desired.get("active_state")
+    facts = live.job_facts
     if want_active == "active" and not live.running:
+        if live.load_state in BROKEN_LOAD_STATES:
+            return refuse("active_state", f"systemd cannot start the unit: its load state is {live.load_state}; "
+                                          f"fix the unit file (see `systemctl status {name}`)")
+        if live.unmet_conditions:
+            return UnitPlan(name, desired, before, actions, status="condition_unmet", unmet=live.unmet_conditions)
+        if facts is not None and facts.refuse_start:
+            return refuse("active_state", "the unit sets RefuseManualStart=yes, so systemd refuses to start it; "
+                                          "start the unit that pulls it in instead")
         actions.append("start")
     elif (want_active == "inactive" or want_masked) and live.running:
+        if facts is not None and facts.refuse_stop:
+            return refuse("active_state", "the unit sets RefuseManualStop=yes, so systemd refuses to stop it")
         actions.append("stop")
     if want_masked and not masked:
+        if live.own_file:
+            return refuse("masked", f"{live.own_file} is the unit's own file, and systemd masks a unit by putting a "
+                                    "symlink to /dev/null in its place; remove or rename that file to mask the unit, "
+                                    "or declare it inactive and disabled instead")
         actions.append("mask")
     return UnitPlan(name, desired, before, actions)
+
+
+def _plan_absent(name, desired):
+    """A unit that is not installed: it already is stopped and disabled, and it can be masked."""
+    for field, value in (("active_state", "active"), ("enabled", True)):
+        if desired.get(field) == value:
+            return UnitPlan(name, desired, None, [],
+                            f"{unit_path(name, field)}: no such unit on this host (systemd reports it not-found), "
+                            f"so it cannot be {field}: {str(value).lower() if value is True else value}; install it "
+                            "or declare it inactive and disabled")
+    actions = ["mask"] if desired.get("masked") is True else []
+    return UnitPlan(name, desired, dict(ABSENT_SNAPSHOT), actions, status="absent")
+
+
+def needs_job_facts(plan):
+    """Whether PLAN's refusals depend on facts read only on demand (conditions, RefuseManual*, own files)."""
+    return any(action in ("start", "stop", "mask") for action in plan.actions)
 
 
 def expected_after(plan):
@@ -194,20 +246,20 @@ def snapshot_document(units):
     return {"version": 1, "plugins": {"systemd": {"units": {name: unit.snapshot() for name, unit in units.items()}}}}
 
 
-def drift(desired_units, live):
+def drift(plans):
     """``{unit: {"fields": {field: {"desired", "actual"}}, "actions": [...]}}`` for units off their declaration.
 
-    DESIRED_UNITS is ``validate()``'s result; LIVE maps names to UnitStatus. A unit systemd does not
-    know is reported with ``problem`` instead of fields.
+    PLANS come from planning a document against the live units. What an apply would not change is
+    not drift: an absent unit declared stopped or disabled, a unit whose start conditions are unmet.
+    A unit that cannot reach its declaration is reported with ``problem`` instead of fields.
     """
     report = {}
-    for name, fields in desired_units.items():
-        plan = plan_unit(name, fields, live.get(name))
+    for plan in plans:
         if plan.problem:
-            report[name] = {"problem": plan.problem, "actions": [], "fields": {}}
-            continue
-        wrong = {field: {"desired": value, "actual": plan.before.get(field)}
-                 for field, value in fields.items() if plan.before.get(field) != value}
-        if wrong or plan.actions:
-            report[name] = {"fields": wrong, "actions": plan.actions}
+            report[plan.name] = {"problem": plan.problem, "actions": [], "fields": {}}
+        elif plan.actions:
+            after = expected_after(plan)
+            report[plan.name] = {"fields": {field: {"desired": after[field], "actual": plan.before.get(field)}
+                                            for field in plan.desired if after.get(field) != plan.before.get(field)},
+                                 "actions": plan.actions}
     return report

@@ -15,12 +15,20 @@ description:
     C(MaskUnitFiles), C(UnmaskUnitFiles), C(Reload), and C(StartUnit)/C(StopUnit) in mode C(replace),
     waiting for each job to finish and re-reading the unit afterwards.
   - One call handles any number of units. Every unit is checked before anything is changed, so an
-    invalid document or a unit that does not exist changes nothing.
+    invalid document, a unit declared active or enabled that does not exist, or an action systemd
+    would refuse changes nothing. Refused while planning: masking a unit whose own file is in
+    C(/etc/systemd/system) (systemd masks by putting a symlink there), enabling or disabling a unit
+    without an C([Install]) section or with a broken unit file, starting a unit whose load state is
+    C(error) or C(bad-setting) or that sets C(RefuseManualStart=yes) (C(RefuseManualStop=yes) for
+    stopping), and an unmask that would leave a runtime mask in C(/run).
   - For each unit the order is unmask, enable or disable, daemon-reload (also when a unit reports
     C(NeedDaemonReload)), start or stop, mask.
-  - Every run that changes something appends one entry to the host's tamper-evident ledger
-    (see M(opdbus.fleet.opdbus_ledger_info)), listing each unit's actions and its state before and
-    after. A run that changes nothing appends nothing.
+  - Every run that changes something records it in the host's tamper-evident ledger (see
+    M(opdbus.fleet.opdbus_ledger_info)): an C(intent) entry with the planned actions before the first
+    change, then one C(apply) entry listing each unit's actions and its state before and after,
+    the files written, and the SHA-256 of the resulting state, which is kept as a restore point
+    (M(opdbus.fleet.opdbus_snapshot) O(opdbus.fleet.opdbus_snapshot#module:state=restored) with the
+    entry's C(seq)). A run that changes nothing appends nothing.
   - The document is written to O(state_file) and, once every unit has reached it, to
     C(state/current.json) in the ledger directory, so the two are equal after a successful run.
   - If a unit fails, the other units are still processed, the task fails naming every failed unit,
@@ -44,6 +52,15 @@ notes:
     systemd starts through their dependencies (C(static), C(alias), C(indirect), C(generated),
     C(transient)); C(enabled=false) fails for those, because they cannot be disabled, only masked.
   - A masked unit cannot be enabled or started until it is unmasked; declare C(masked=false) to do so.
+  - A unit that is not installed satisfies C(active_state=inactive) and C(enabled=false) as it is,
+    and can be masked; it is reported in RV(absent). Declared active or enabled, it is an error.
+  - A unit declared active whose start systemd skips because a C(Condition*=) setting is unmet
+    (bluetooth on a machine without an adapter, say) is reported in RV(conditions_unmet), not
+    failed; once systemd has found the condition unmet, no further start is tried (systemd starts
+    the unit itself when what it waits for appears). A failed C(Assert*=) is a failure.
+  - Check mode predicts the real run (actions, files, diff), with one exception it cannot know: a
+    start whose conditions systemd has never evaluated is predicted to run, and the real run may
+    then report it in RV(conditions_unmet) instead.
 seealso:
   - module: opdbus.fleet.opdbus_state_info
   - module: opdbus.fleet.opdbus_ledger_info
@@ -105,13 +122,37 @@ units:
       unit_file_state: enabled
       enabled: true
       masked: false
+files:
+  description: The state files this run wrote (in check mode, would write).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/op-dbus/state.json", "/var/lib/op-dbus/blockchain/state/current.json"]
+absent:
+  description: Declared units that are not installed and hold their declaration as they are.
+  returned: always
+  type: list
+  elements: str
+  sample: ["cups.service"]
+conditions_unmet:
+  description: Units declared active that systemd does not start because of unmet C(Condition*=) settings.
+  returned: always
+  type: dict
+  sample: {"bluetooth.service": ["ConditionPathIsDirectory=/sys/class/bluetooth"]}
+interrupted:
+  description:
+    - Seqs of intents whose run was interrupted before recording its outcome (killed, or the host
+      lost power); this run recorded an C(interrupted) entry for each (not in check mode), and warns.
+  returned: always
+  type: list
+  elements: int
 failed_units:
   description: Units that did not reach their declared state, with the reason.
   returned: when a unit failed
   type: dict
   sample: {"broken.service": "plugins.systemd.units[\"broken.service\"] did not reach active_state=active: ..."}
 entry:
-  description: The ledger entry this run appended; V(null) when nothing changed or in check mode.
+  description: The outcome entry this run appended to the ledger; V(null) when nothing changed or in check mode.
   returned: always
   type: dict
   sample:
@@ -141,11 +182,10 @@ timing:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import LedgerError
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    apply_argument_spec, build_applier, document_argument_spec, document_from_params, scope_argument_spec)
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdError, require_dbus
+    apply_argument_spec, apply_state, document_argument_spec, scope_argument_spec)
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
 
 
 def main():
@@ -158,28 +198,15 @@ def main():
     )
     require_dbus(module)
     try:
-        document = document_from_params(module.params)
-        applier = build_applier(module.params)
-        if module.check_mode:
-            result, entry = applier.check(document), None
-        else:
-            result, entry = applier.apply(document)
-        checkpoint = entry["checkpoint"] if entry else applier.ledger.checkpoint()
-    except (StateDocumentError, SystemdError, LedgerError) as error:
-        module.fail_json(msg=str(error), changed=False)
-
-    output = dict(
-        changed=result.changed or bool(entry),
-        actions=result.actions,
-        units={name: unit.as_dict() for name, unit in result.units.items()},
-        entry=entry,
-        checkpoint=checkpoint,
-        diff=result.diff(),
-        timing={"total_ms": round((time.monotonic() - started) * 1000, 1)},
-    )
-    if result.failures:
-        module.fail_json(msg="units did not reach their declared state: " + "; ".join(result.failures.values()),
-                         failed_units=result.failures, **output)
+        output, warnings, failures = apply_state(module.params, module.check_mode)
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    for warning in warnings:
+        module.warn(warning)
+    output["timing"] = {"total_ms": round((time.monotonic() - started) * 1000, 1)}
+    if failures:
+        module.fail_json(msg="units did not reach their declared state: " + "; ".join(failures.values()),
+                         failed_units=failures, **output)
     module.exit_json(**output)
 
 

@@ -30,7 +30,7 @@ options:
     elements: str
   query:
     description:
-      - A JMESPath expression evaluated over C({units, drift, in_sync}); its answer is returned as
+      - A JMESPath expression evaluated over C({units, drift, absent, conditions_unmet, in_sync}); its answer is returned as
         RV(query_result). Requires jmespath on the host (C(python3-jmespath)).
     type: str
 attributes:
@@ -79,7 +79,11 @@ drift:
   description:
     - Declared units whose live state differs from the document, with the differing C(fields)
       (desired and actual values) and the C(actions) M(opdbus.fleet.opdbus_state) would run.
-    - A unit that cannot be brought to its declaration (for example one that does not exist) has a C(problem).
+    - A unit that cannot be brought to its declaration (for example one declared active that is
+      not installed) has a C(problem).
+    - What M(opdbus.fleet.opdbus_state) would leave as it is is not drift: a unit that is not
+      installed and declared inactive or disabled (see RV(absent)), and a unit declared active whose
+      start conditions systemd found unmet (see RV(conditions_unmet)).
     - Empty when no document is given.
   returned: always
   type: dict
@@ -87,6 +91,16 @@ drift:
     ssh.service:
       fields: {active_state: {desired: active, actual: inactive}}
       actions: [start]
+absent:
+  description: Declared units that are not installed and hold their declaration as they are.
+  returned: always
+  type: list
+  elements: str
+conditions_unmet:
+  description: Declared-active units that systemd does not start because of unmet C(Condition*=) settings.
+  returned: always
+  type: dict
+  sample: {"bluetooth.service": ["ConditionPathIsDirectory=/sys/class/bluetooth"]}
 in_sync:
   description: Whether the live state matches the document (always true without one).
   returned: always
@@ -98,11 +112,11 @@ query_result:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    document_argument_spec, document_from_params, scope_argument_spec)
+    document_argument_spec, read_state, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError, drift, validate
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
 
 
 def main():
@@ -113,25 +127,12 @@ def main():
         supports_check_mode=True,
     )
     require_dbus(module)
-    params = module.params
     try:
-        desired = {}
-        if params["state"] is not None or params["src"] is not None:
-            desired = validate(document_from_params(params))
-        client = SystemdClient(params["scope"])
-        names = params["units"] or list(desired) or client.all_unit_names()
-        live = client.read_units(sorted(set(names) | set(desired)))
-    except (StateDocumentError, SystemdError) as error:
-        module.fail_json(msg=str(error))
-
-    report = drift(desired, live)
-    result = dict(
-        units={name: live[name].as_dict() for name in names if name in live},
-        drift=report,
-        in_sync=not report,
-    )
-    if params["query"]:
-        result["query_result"] = run_query(module, params["query"], result)
+        result = read_state(module.params)
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    if module.params["query"]:
+        result["query_result"] = run_query(module, module.params["query"], result)
     module.exit_json(changed=False, **result)
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
     ACTION_ORDER, StateDocumentError, drift, expected_after, plan_unit, snapshot_document, validate)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UnitStatus
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import JobFacts, UnitStatus
 
 
 def document(units, **top):
@@ -167,8 +167,95 @@ def test_drift_reports_fields_actions_and_problems():
                                  "b.service": {"active_state": "inactive"},
                                  "gone.service": {"active_state": "active"}}))
     live = {"a.service": status("inactive", "enabled"), "b.service": status("inactive", "disabled")}
-    report = drift(desired, live)
+    report = drift([plan_unit(name, fields, live.get(name)) for name, fields in desired.items()])
     assert report["a.service"] == {"fields": {"active_state": {"desired": "active", "actual": "inactive"}},
                                    "actions": ["start"]}
     assert "b.service" not in report
     assert "no such unit" in report["gone.service"]["problem"]
+
+
+# ------------------------------------------------------------------------------ absent units
+
+NOT_FOUND = status(load="not-found", file_state="")
+
+
+@pytest.mark.parametrize("desired, actions", [
+    ({"active_state": "inactive", "enabled": False}, []),
+    ({"active_state": "inactive"}, []),
+    ({"enabled": False}, []),
+    ({"masked": False}, []),
+    ({}, []),
+    ({"active_state": "inactive", "enabled": False, "masked": True}, ["mask"]),
+    ({"masked": True}, ["mask"]),
+])
+@pytest.mark.parametrize("live", [None, NOT_FOUND])
+def test_a_unit_that_is_not_installed_holds_stopped_and_disabled_and_can_be_masked(desired, actions, live):
+    plan = plan_unit("cups.service", desired, live)
+    assert plan.problem is None and plan.actions == actions and plan.status == "absent"
+    assert plan.before == {"active_state": "inactive", "masked": False}
+
+
+@pytest.mark.parametrize("desired, field", [
+    ({"active_state": "active"}, "active_state"),
+    ({"enabled": True, "active_state": "inactive"}, "enabled"),
+])
+def test_a_unit_that_is_not_installed_cannot_be_declared_active_or_enabled(desired, field):
+    plan = plan_unit("cups.service", desired, NOT_FOUND)
+    assert plan.problem.startswith(f'plugins.systemd.units["cups.service"].{field}: no such unit on this host')
+    assert plan.actions == []
+
+
+def test_absent_units_are_not_drift_and_declared_active_ones_are_problems():
+    desired = validate(document({"cups.service": {"active_state": "inactive", "enabled": False},
+                                 "gone.service": {"masked": True}, "want.service": {"enabled": True}}))
+    report = drift([plan_unit(name, fields, None) for name, fields in desired.items()])
+    assert set(report) == {"gone.service", "want.service"}
+    assert report["gone.service"] == {"fields": {"masked": {"desired": True, "actual": False}}, "actions": ["mask"]}
+    assert "no such unit" in report["want.service"]["problem"]
+
+
+# ------------------------------------------------------------------------------ what systemd would refuse
+
+def with_facts(unit, condition_result=True, condition_checked=False, unmet=(), refuse_start=False,
+               refuse_stop=False, own_file=None):
+    unit.job_facts = JobFacts(condition_result, condition_checked, list(unmet), refuse_start, refuse_stop)
+    unit.own_file = own_file
+    return unit
+
+
+@pytest.mark.parametrize("desired, live, problem", [
+    ({"masked": False}, status("inactive", "masked-runtime", load="masked"),
+     "masked at runtime (in /run)"),
+    ({"enabled": True}, status("inactive", "bad"), "cannot parse the unit file"),
+    ({"enabled": False}, status("inactive", "generated"), "a generated unit cannot be disabled"),
+    ({"active_state": "active"}, status("inactive", "disabled", load="bad-setting"), "its load state is bad-setting"),
+    ({"active_state": "active"}, status("inactive", "disabled", load="error"), "its load state is error"),
+    ({"active_state": "active"}, with_facts(status(), refuse_start=True), "RefuseManualStart=yes"),
+    ({"active_state": "inactive"}, with_facts(status("active", "enabled"), refuse_stop=True), "RefuseManualStop=yes"),
+    ({"masked": True}, with_facts(status(), own_file="/etc/systemd/system/x.service"),
+     "/etc/systemd/system/x.service is the unit's own file"),
+])
+def test_plans_refuse_what_systemd_would_refuse(desired, live, problem):
+    plan = plan_unit("x.service", desired, live)
+    assert plan.problem and problem in plan.problem, plan.problem
+    assert plan.actions == []
+
+
+def test_an_unmet_condition_is_reported_not_started_and_not_drift():
+    live = with_facts(status("inactive", "enabled"), condition_result=False, condition_checked=True,
+                      unmet=["ConditionPathIsDirectory=/sys/class/bluetooth"])
+    plan = plan_unit("bluetooth.service", {"active_state": "active", "enabled": True}, live)
+    assert plan.problem is None and plan.actions == [] and plan.status == "condition_unmet"
+    assert plan.unmet == ["ConditionPathIsDirectory=/sys/class/bluetooth"]
+    assert drift([plan]) == {}
+
+
+def test_a_condition_systemd_never_evaluated_is_tried():
+    live = with_facts(status("inactive", "enabled"), condition_result=True, condition_checked=False)
+    assert plan_unit("bluetooth.service", {"active_state": "active"}, live).actions == ["start"]
+
+
+def test_an_unmet_condition_does_not_hold_back_enabling():
+    live = with_facts(status("inactive", "disabled"), condition_result=False, condition_checked=True, unmet=["C=x"])
+    plan = plan_unit("bluetooth.service", {"active_state": "active", "enabled": True}, live)
+    assert plan.actions == ["enable"] and plan.status == "condition_unmet"
