@@ -20,6 +20,7 @@ module went wrong, so this module reads only the forms that are stable and unamb
 Every command runs as an argument vector with ``LC_ALL=C``; a failing one raises :class:`BtrfsError`
 carrying the command, its exit code and its output. The planner (:func:`plan_subvolume`) reads and
 validates everything before it returns, so a plan that is returned can only fail on a command error.
+:func:`manage_subvolume` runs a whole btrfs_subvolume task and records it in the ledger.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import os
 import re
 import shlex
 import stat
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, host_file_error
+from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
 
 TOP_LEVEL_ID = 5  # BTRFS_FS_TREE_OBJECTID: the top-level subvolume, "/" of the filesystem
 SUBVOLUME_ROOT_INODE = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
@@ -223,8 +225,11 @@ class BtrfsClient:
     def mounts(self):
         """The mount table, read once per client: the modules mount and unmount nothing."""
         if self._mounts is None:
-            with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
-                self._mounts = parse_mountinfo(handle.read())
+            try:
+                with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
+                    self._mounts = parse_mountinfo(handle.read())
+            except OSError as error:
+                raise host_file_error("read", self._mountinfo, error) from None
         return self._mounts
 
     def inspect(self, path):
@@ -234,8 +239,11 @@ class BtrfsClient:
             try:
                 info = os.lstat(probe)
                 break
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
+                # Not a directory: an ancestor is a file, which the caller reports as "not a directory".
                 probe = os.path.dirname(probe)
+            except OSError as error:
+                raise host_file_error("look up", probe, error) from None
         mount = mount_containing(self.mounts(), probe)
         if probe != path:
             kind = "missing"
@@ -315,8 +323,8 @@ class BtrfsClient:
 # --------------------------------------------------------------------------- what the modules read and return
 
 def normalise_path(path, option="path"):
-    """The path given as OPTION, normalised; relative paths and newlines (line-based output) are refused."""
-    if not os.path.isabs(path) or "\n" in path:
+    """The path given as OPTION, normalised; relative paths, newlines (line-based output) and NULs are refused."""
+    if not os.path.isabs(path) or "\n" in path or "\0" in path:
         raise BtrfsError(f"{option} must be an absolute path without newlines, got {path!r}")
     path = os.path.normpath(path)
     # Symlinks above the last component are followed; the last component is what the task names,
@@ -354,7 +362,9 @@ def describe_filesystem(client, path):
 
 # --------------------------------------------------------------------------- planning
 
-Step = collections.namedtuple("Step", "action run")
+Step = collections.namedtuple("Step", "action run deletes")
+Step.__doc__ = """One change: ``action`` as reported, ``run`` does it; ``deletes`` is the identity of the
+subvolume a delete step removes (what the ledger keeps of it), else None."""
 
 
 class Plan:
@@ -371,32 +381,48 @@ class Plan:
         self.subvolume = subvolume
         self.steps = []
 
-    def add(self, run, **action):
-        self.steps.append(Step(action, run))
+    def add(self, run, deletes=None, **action):
+        self.steps.append(Step(action, run, deletes))
 
     @property
     def actions(self):
         return [step.action for step in self.steps]
 
-    def apply(self, done):
-        """Run the steps in order, appending each finished action to DONE (what to report if one fails)."""
+    def apply(self, progress):
+        """Run the steps in order, recording each finished one in PROGRESS: its action under
+        ``actions`` and, for a delete, the identity of the deleted subvolume under ``deleted``."""
         for step in self.steps:
             step.run()
-            done.append(step.action)
+            progress["actions"].append(step.action)
+            if step.deletes is not None:
+                progress["deleted"].append(step.deletes)
 
 
-def plan_subvolume(client, path, state="present", snapshot_source=None, read_only=None, compression=None,
-                   default=None, recursive=False):
-    """Validate a btrfs_subvolume request against the filesystem and return its :class:`Plan`.
+REQUEST_OPTIONS = ("path", "state", "snapshot_source", "read_only", "compression", "default", "recursive")
 
-    Options left at None are not managed. Raises :class:`BtrfsError` before anything is changed.
-    """
-    path = normalise_path(path)
+
+def subvolume_request(path, state="present", snapshot_source=None, read_only=None, compression=None,
+                      default=None, recursive=False):
+    """The options of a btrfs_subvolume task, checked on their own (before any lock is taken or any
+    BTRFS command runs), with the paths normalised: the keyword arguments of :func:`plan_subvolume`."""
     if state == "absent":
         given = [name for name, value in (("snapshot_source", snapshot_source), ("read_only", read_only),
                                           ("compression", compression), ("default", default)) if value is not None]
         if given:
             raise BtrfsError(f"{', '.join(given)} only apply to state=present")
+    return {"path": normalise_path(path), "state": state,
+            "snapshot_source": None if snapshot_source is None else normalise_path(snapshot_source, "snapshot_source"),
+            "read_only": read_only, "compression": compression, "default": default, "recursive": recursive}
+
+
+def plan_subvolume(client, path, state="present", snapshot_source=None, read_only=None, compression=None,
+                   default=None, recursive=False):
+    """Validate a btrfs_subvolume request (from :func:`subvolume_request`) against the filesystem
+    and return its :class:`Plan`.
+
+    Options left at None are not managed. Raises :class:`BtrfsError` before anything is changed.
+    """
+    if state == "absent":
         return _plan_absent(client, path, recursive)
     found = client.inspect(path)
     _require_btrfs(path, found)
@@ -441,9 +467,8 @@ def _collision(path, found):
     return BtrfsError(f"{path} exists and is {what}, not a BTRFS subvolume; move it away or choose another path")
 
 
-def _snapshot_source(client, snapshot_source, mount):
-    """The normalised source path and its subvolume, which must be on the same filesystem as MOUNT."""
-    source_path = normalise_path(snapshot_source, "snapshot_source")
+def _snapshot_source(client, source_path, mount):
+    """The source path and its subvolume, which must be on the same filesystem as MOUNT."""
     found = client.inspect(source_path)
     if found.kind != "subvolume":
         detail = "does not exist" if found.kind == "missing" else "is not a BTRFS subvolume"
@@ -549,10 +574,16 @@ def _plan_absent(client, path, recursive):
         raise BtrfsError(f"{path} (or something in it) is mounted at {', '.join(busy)}; unmount it first")
 
     # Deepest first: a subvolume can be deleted only once nothing is nested in it.
-    for nested_path in sorted(nested.values(), key=lambda nested_path: nested_path.count("/"), reverse=True):
-        plan.add(lambda nested_path=nested_path: client.delete(nested_path), action="delete", path=nested_path)
-    plan.add(lambda: client.delete(path), action="delete", path=path)
+    for sub_id, nested_path in sorted(nested.items(), key=lambda item: item[1].count("/"), reverse=True):
+        plan.add(lambda nested_path=nested_path: client.delete(nested_path), _identity(nested_path, tree[sub_id]),
+                 action="delete", path=nested_path)
+    plan.add(lambda: client.delete(path), _identity(path, current), action="delete", path=path)
     return plan
+
+
+def _identity(path, subvolume):
+    """What the ledger keeps of a subvolume: enough to tell it from any other, also once deleted."""
+    return {"path": path, "id": subvolume["id"], "uuid": subvolume["uuid"], "parent_uuid": subvolume["parent_uuid"]}
 
 
 def _descendants(tree, parent_id):
@@ -565,3 +596,66 @@ def _descendants(tree, parent_id):
         found.extend(children)
         pending.extend(children)
     return found
+
+
+# --------------------------------------------------------------------------- one task
+
+SUBVOLUME_ACTION = "btrfs_subvolume"  # the ledger action of a btrfs_subvolume run
+
+
+def predicted_subvolume(plan):
+    """What check mode returns: the subvolume as it is now (if it exists), with the planned properties."""
+    if plan.subvolume is not None:
+        subvolume = dict(plan.subvolume)
+    else:
+        subvolume = dict.fromkeys(("id", "uuid", "parent_uuid", "received_uuid", "generation", "parent_id"))
+        subvolume["path"] = plan.after["path"]
+    subvolume.update((key, plan.after[key]) for key in ("read_only", "compression", "default"))
+    subvolume["flags"] = [flag for flag in subvolume.get("flags", []) if flag != "readonly"]
+    if subvolume["read_only"]:
+        subvolume["flags"].append("readonly")
+    return subvolume
+
+
+def manage_subvolume(client, ledger, params, check_mode, warn):
+    """Run a btrfs_subvolume task with PARAMS (the module's options) against CLIENT (a BtrfsClient).
+
+    Planned under LEDGER's run lock; a run that changes something records an intent with the planned
+    actions before the first command and one ``btrfs_subvolume`` outcome after the last (the actions
+    done, the path, the resulting subvolume or the deleted ones), also when a command fails. Returns
+    the task result; raises OpdbusError, whose ``details`` hold the actions done and the entry.
+    WARN receives the warnings of the run (an interrupted earlier run, a wait for the lock).
+    """
+    run = RecordedRun(ledger, SUBVOLUME_ACTION, check_mode=check_mode, lock_timeout=params["lock_timeout"])
+    run.progress["actions"] = []
+    try:
+        request = subvolume_request(**{option: params[option] for option in REQUEST_OPTIONS})
+        present = request["state"] == "present"
+        run.progress.update(path=request["path"], state=request["state"], **({} if present else {"deleted": []}))
+        with run:
+            plan = plan_subvolume(client, **request)
+            result = dict(changed=bool(plan.steps), actions=plan.actions,
+                          diff=dict(before=plan.before, after=plan.after))
+            if check_mode:
+                subvolume = predicted_subvolume(plan) if present else None
+            elif plan.steps:
+                run.intend(plan.actions)
+                plan.apply(run.progress)
+                subvolume = describe_subvolume(client, request["path"]) if present else None
+                if present:
+                    run.progress["subvolume"] = {key: subvolume[key] for key in (
+                        "id", "uuid", "parent_uuid", "read_only", "compression", "default")}
+                run.record(run.progress)
+            else:
+                subvolume = plan.subvolume
+    except OpdbusError as error:
+        done = run.progress["actions"]
+        error.details.update(changed=bool(done), actions=done, entry=run.entry)
+        raise
+    finally:
+        for warning in run.warnings:
+            warn(warning)
+    if present:
+        result["subvolume"] = subvolume
+    result["entry"] = run.entry
+    return result

@@ -131,14 +131,15 @@ subvolumes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient, BtrfsError, describe_filesystem
+from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient, describe_filesystem
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True)), supports_check_mode=True)
     try:
         info = describe_filesystem(BtrfsClient(module), module.params["path"])
-    except BtrfsError as error:
+    except OpdbusError as error:
         module.fail_json(msg=str(error), **error.details)
     module.exit_json(changed=False, **info)
 

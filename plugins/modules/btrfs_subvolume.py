@@ -16,6 +16,10 @@ description:
     not on BTRFS, a missing parent, a plain directory in the way, a snapshot source that is not a
     subvolume, deleting the default or a mounted subvolume) changes nothing.
   - Uses the C(btrfs) command of btrfs-progs, which must be installed on the target.
+  - A run that changes something is recorded in the ledger as one C(btrfs_subvolume) entry - the
+    actions done, the path and the resulting subvolume's C(id), C(uuid) and C(parent_uuid) (with
+    O(state=absent), the path, C(id) and C(uuid) of each deleted subvolume), also when a command fails
+    part-way. A run that changes nothing, and check mode, record nothing.
 author:
   - opdbus.fleet developers (@opdbus)
 options:
@@ -80,9 +84,13 @@ notes:
     subvolume that is mounted.
   - Check mode predicts a new subvolume's properties; C(id), C(uuid) and C(generation) of a
     subvolume that does not exist yet are returned as V(null).
-  - See docs/btrfs.md in the collection for how the options map to C(community.general.btrfs_subvolume).
+  - See docs/btrfs.md in the collection for how the options map to C(community.general.btrfs_subvolume),
+    and for the fields of the ledger entry.
+extends_documentation_fragment:
+  - opdbus.fleet.ledger
 seealso:
   - module: opdbus.fleet.btrfs_info
+  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -193,33 +201,36 @@ subvolume:
     read_only: true
     compression: zstd
     default: false
+entry:
+  description:
+    - The C(btrfs_subvolume) outcome entry this run appended to the ledger (with the ledger's
+      C(checkpoint) after it); V(null) when nothing changed and in check mode.
+    - Also returned when a command fails after the first change; the entry then holds the actions done and the C(error).
+  returned: always
+  type: dict
+  sample:
+    seq: 4
+    action: btrfs_subvolume
+    host: laptop-17
+    actor: root
+    time: "2026-11-22T10:00:00.000000Z"
+    changes:
+      intent: 3
+      path: /mnt/pool/@snapshots/s1
+      state: present
+      actions: [{action: snapshot, path: /mnt/pool/@snapshots/s1, source: /mnt/pool/@root, read_only: true}]
+      subvolume: {id: 261, uuid: 5c914ce0-afe8-2740-9c62-a3940c0d54bb, parent_uuid: aae53547-1708-8244-a042-cec93f810ca8,
+                  read_only: true, compression: null, default: false}
+    state_sha256: null
+    prev_root: 3a7b0f9e1c2d4b5a69788796a5b4c3d2e1f00112233445566778899aabbccdd
+    checkpoint: {origin: 6d1c..., size: 5, root: 51e0...}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
-    COMPRESSION_CHOICES,
-    BtrfsClient,
-    BtrfsError,
-    describe_subvolume,
-    plan_subvolume,
-)
-
-PLAN_OPTIONS = ("path", "state", "snapshot_source", "read_only", "compression", "default", "recursive")
-
-
-def predicted_subvolume(plan):
-    """What check mode returns: the subvolume as it is now (if it exists), with the planned properties."""
-    if plan.subvolume is not None:
-        subvolume = dict(plan.subvolume)
-    else:
-        subvolume = dict.fromkeys(("id", "uuid", "parent_uuid", "received_uuid", "generation", "parent_id"))
-        subvolume["path"] = plan.after["path"]
-    subvolume.update((key, plan.after[key]) for key in ("read_only", "compression", "default"))
-    subvolume["flags"] = [flag for flag in subvolume.get("flags", []) if flag != "readonly"]
-    if subvolume["read_only"]:
-        subvolume["flags"].append("readonly")
-    return subvolume
+from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import COMPRESSION_CHOICES, BtrfsClient, manage_subvolume
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import ledger_argument_spec, ledger_from_params
 
 
 def main():
@@ -232,26 +243,15 @@ def main():
             compression=dict(type="str", choices=list(COMPRESSION_CHOICES)),
             default=dict(type="bool"),
             recursive=dict(type="bool", default=False),
+            **ledger_argument_spec(),
         ),
         supports_check_mode=True,
     )
-    client = BtrfsClient(module)
-    done = []
     try:
-        plan = plan_subvolume(client, **{option: module.params[option] for option in PLAN_OPTIONS})
-        result = dict(changed=bool(plan.steps), actions=plan.actions)
-        if module._diff:
-            result["diff"] = dict(before=plan.before, after=plan.after)
-        if module.check_mode:
-            if plan.after["state"] == "present":
-                result["subvolume"] = predicted_subvolume(plan)
-        else:
-            plan.apply(done)
-            if plan.after["state"] == "present":
-                result["subvolume"] = (describe_subvolume(client, plan.after["path"]) if plan.steps
-                                       else plan.subvolume)
-    except BtrfsError as error:
-        module.fail_json(msg=str(error), changed=bool(done), actions=done, **error.details)
+        ledger = ledger_from_params(module.params)[0]
+        result = manage_subvolume(BtrfsClient(module), ledger, module.params, module.check_mode, module.warn)
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
     module.exit_json(**result)
 
 

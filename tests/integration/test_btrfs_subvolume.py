@@ -3,9 +3,10 @@
 """btrfs_subvolume and btrfs_info against real BTRFS on loop devices: inside a test-fleet host
 (node1's /mnt/btrfs) and on the controller (a filesystem made here, run with connection local).
 
-The playbooks under targets/ run the acceptance cases and assert on what the modules report; this
-file prepares what they need and then checks the filesystem with btrfs-progs, independently of the
-collection's code.
+The playbooks under targets/ run the acceptance cases and assert on what the modules report and
+record; this file prepares what they need and then checks the filesystem with btrfs-progs, and the
+ledger's account of it, independently of the collection's code. On the controller the module
+records in a temporary ledger: the controller's own /var/lib/op-dbus is never written.
 """
 
 import json
@@ -15,19 +16,23 @@ import shlex
 import subprocess
 
 import pytest
+import yaml
 from fleet import ansible_command, ansible_environment  # tests/fleet is on the path (conftest.py)
 
 TARGETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
 CONTROLLER_LABEL = "opdbus controller"
+DEFAULT_LEDGER = "/var/lib/op-dbus/blockchain"
+CONTROLLER_STATE = "/var/lib/op-dbus"
 
 
 class Target:
     """A host with a BTRFS whose top level is mounted at ``root``: run shell commands and playbooks there."""
 
-    def __init__(self, name, root, shell, playbook, image, loop, label):
+    def __init__(self, name, root, shell, playbook, image, loop, label, ledger=None):
         self.name, self.root = name, root
         self.work = root + "/btrfs_subvolume"
         self.image, self.loop, self.label = image, loop, label
+        self.ledger = ledger  # None: the module's default ledger
         self._shell, self._playbook = shell, playbook
 
     def sh(self, command, check=True):
@@ -35,7 +40,14 @@ class Target:
 
     def playbook(self, target_dir, **extra_vars):
         extra = dict(extra_vars, btrfs_hosts=self.name, btrfs_root=self.root)
+        if self.ledger:
+            extra["btrfs_ledger_path"] = self.ledger
         return self._playbook(os.path.join(TARGETS, target_dir, "playbook.yml"), "-e", json.dumps(extra))
+
+    def ledger_entries(self):
+        """The ledger's entries, parsed from its file with the json module alone."""
+        lines = self.sh(f"cat {shlex.quote(self.ledger or DEFAULT_LEDGER)}/ledger.jsonl").stdout.splitlines()
+        return [json.loads(line) for line in lines]
 
     def property(self, path, name, kind):
         output = self.sh(f"btrfs property get -t {kind} {shlex.quote(path)} {name}").stdout.strip()
@@ -48,7 +60,8 @@ class Target:
 
 
 def local_shell(command, check):
-    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, env=dict(os.environ, LC_ALL="C"))
+    result = subprocess.run(["sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                            env=dict(os.environ, LC_ALL="C"))
     if check and result.returncode != 0:
         pytest.fail(f"`{command}` failed ({result.returncode}): {result.stderr}")
     return result
@@ -72,16 +85,35 @@ def controller_btrfs(tmp_path_factory):
         os.remove(image)
 
 
+def tree_state(top):
+    """Every path under TOP with its size and modification time; None when TOP does not exist."""
+    if not os.path.exists(top):
+        return None
+    state = {}
+    for directory, _dirs, files in os.walk(top):
+        for name in [""] + files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            state[path] = (info.st_size, info.st_mtime_ns)
+    return state
+
+
 @pytest.fixture(params=["node1", "controller"])
-def target(request):
+def target(request, tmp_path):
     if request.param == "controller":
         btrfs = request.getfixturevalue("controller_btrfs")
 
         def playbook(*args):
             argv = [ansible_command("ansible-playbook"), "-i", "localhost,", "-c", "local", *args]
-            return subprocess.run(argv, env=ansible_environment(), capture_output=True, text=True, timeout=900, check=False)
+            return subprocess.run(argv, env=ansible_environment(), stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=900, check=False)
 
-        return Target("localhost", btrfs["mount"], local_shell, playbook, btrfs["image"], btrfs["loop"], CONTROLLER_LABEL)
+        before = tree_state(CONTROLLER_STATE)
+        # Outside the BTRFS: the playbook's fingerprints of the filesystem must not see ledger writes.
+        yield Target("localhost", btrfs["mount"], local_shell, playbook, btrfs["image"], btrfs["loop"], CONTROLLER_LABEL,
+                     ledger=str(tmp_path / "ledger"))
+        assert tree_state(CONTROLLER_STATE) == before, f"the run wrote the controller's {CONTROLLER_STATE}"
+        return
 
     fleet = request.getfixturevalue("fleet")
     ansible = request.getfixturevalue("ansible")
@@ -93,8 +125,8 @@ def target(request):
             pytest.fail(f"node1: `{command}` failed ({result.returncode}): {result.stderr}")
         return result
 
-    return Target("node1", info["path_in_host"], node_shell, lambda *args: ansible("ansible-playbook", *args, check=False),
-                  info["image"], info["loop"], f"{fleet.name}-node1")
+    yield Target("node1", info["path_in_host"], node_shell, lambda *args: ansible("ansible-playbook", *args, check=False),
+                 info["image"], info["loop"], f"{fleet.name}-node1")
 
 
 def run_playbook(target, target_dir, **extra_vars):
@@ -125,6 +157,36 @@ def test_acceptance_cases(target):
     assert target.property(f"{work}/snap-zlib", "compression", "inode") == "zlib"
     assert target.property(f"{work}/full", "compression", "inode") == "zstd"
     assert target.sh(f"stat -c %i {work}/dir").stdout.strip() != "256", "the plain directory is still one"
+    check_ledger_account(target)
+
+
+def check_ledger_account(target):
+    """The ledger tells the story of every subvolume the cases made or deleted under the work
+    directory: one outcome per changing case, each right after its intent, and replaying the
+    outcomes gives the UUID btrfs-progs shows at every path (or no subvolume, for deleted ones)."""
+    entries = target.ledger_entries()
+    assert [entry["seq"] for entry in entries] == list(range(len(entries)))
+    outcomes = [entry for entry in entries if entry["action"] == "btrfs_subvolume"
+                and entry["changes"]["path"].startswith(target.work + "/")]
+    with open(os.path.join(TARGETS, "btrfs_subvolume", "playbook.yml"), encoding="utf-8") as handle:
+        cases = yaml.safe_load(handle)[0]["vars"]
+    assert len(outcomes) == len(cases["btrfs_build"]) + len(cases["btrfs_teardown"]) + 1  # + the failed command
+    assert [entry["changes"]["path"] for entry in outcomes if "error" in entry["changes"]] == [target.work + "/on-read-only"]
+    there = {}
+    for outcome in outcomes:
+        intent = entries[outcome["changes"]["intent"]]
+        assert intent["seq"] == outcome["seq"] - 1 and intent["changes"]["for"] == "btrfs_subvolume"
+        if "error" not in outcome["changes"]:
+            assert intent["changes"]["planned"] == outcome["changes"]["actions"]
+        for deleted in outcome["changes"].get("deleted", []):
+            assert there.get(deleted["path"], deleted["uuid"]) == deleted["uuid"], deleted
+            there[deleted["path"]] = None
+        if "subvolume" in outcome["changes"]:
+            there[outcome["changes"]["path"]] = outcome["changes"]["subvolume"]["uuid"]
+    listed = {target.root + "/" + path: uuid for uuid, path in
+              re.findall(r"uuid (\S+) path (.*)$", target.sh(f"btrfs subvolume list -u {target.root}").stdout, re.M)}
+    assert {path: listed.get(path) for path in there} == there
+    assert any(uuid is None for uuid in there.values()) and any(there.values())
 
 
 def test_info_agrees_with_btrfs_progs(target, tmp_path):

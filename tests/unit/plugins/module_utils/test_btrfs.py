@@ -1,6 +1,7 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Parsers on real btrfs-progs 6.2 outputs (tests/unit/fixtures/btrfs), and the client's command handling."""
+"""Parsers on real btrfs-progs 6.2 outputs (tests/unit/fixtures/btrfs), the client's command handling,
+requests refused before anything runs, and what a plan records as it goes (real runs: tests/integration)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import os
 import pytest
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
+    REQUEST_OPTIONS,
     BtrfsClient,
     BtrfsError,
     Mount,
+    Plan,
+    manage_subvolume,
     mount_containing,
     parse_compression,
     parse_default_id,
@@ -20,7 +24,10 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
     parse_property,
     parse_subvolume_list,
     parse_subvolume_show,
+    subvolume_request,
 )
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import HostFileError
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "btrfs")
 ROOT_UUID = "846797ca-5923-5249-b892-1619fa9f6c24"  # @root in the captured filesystem
@@ -282,3 +289,77 @@ def test_inspect_tells_directories_files_and_missing_paths_apart(tmp_path):
     assert client.inspect(str(tmp_path / "file")).kind == "other"
     missing = client.inspect(str(tmp_path / "no" / "such"))
     assert missing.kind == "missing" and missing.mount.fstype == "btrfs"
+
+
+def test_inspect_walks_up_past_a_file_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"1 0 0:50 / {tmp_path} rw - btrfs /dev/loop0 rw\n")
+    found = BtrfsClient(FakeModule(), mountinfo=str(mountinfo)).inspect(str(tmp_path / "file" / "sub"))
+    assert found.kind == "missing" and found.mount.mount_point == str(tmp_path)
+
+
+def test_unreadable_mount_table_is_a_clear_error(tmp_path):
+    with pytest.raises(HostFileError, match=r"^cannot read .*/no-mountinfo: No such file or directory$"):
+        BtrfsClient(FakeModule(), mountinfo=str(tmp_path / "no-mountinfo")).mounts()
+
+
+# --------------------------------------------------------------------------- requests and runs
+
+@pytest.mark.parametrize("options, message", [
+    ({"path": "relative/sub"}, "path must be an absolute path"),
+    ({"path": "/pool/a\nb"}, "path must be an absolute path without newlines"),
+    ({"path": "/pool/a\0b"}, "path must be an absolute path"),
+    ({"path": "/pool/s", "snapshot_source": "src"}, "snapshot_source must be an absolute path"),
+    ({"path": "/pool/s", "state": "absent", "compression": "zstd", "default": True},
+     "compression, default only apply to state=present"),
+])
+def test_bad_requests_are_refused_before_any_command(options, message):
+    with pytest.raises(BtrfsError, match=message):
+        subvolume_request(**options)
+
+
+def test_request_normalises_both_paths(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    request = subvolume_request(f"{tmp_path}/link/./s", snapshot_source=f"{tmp_path}/link/../real/src")
+    assert (request["path"], request["snapshot_source"]) == (f"{tmp_path}/real/s", f"{tmp_path}/real/src")
+
+
+def test_plan_records_each_finished_step_and_what_it_deleted():
+    ran = []
+
+    def fail():
+        raise BtrfsError("btrfs subvolume delete /p/b failed")
+
+    plan = Plan({"path": "/p", "state": "present"})
+    plan.add(lambda: ran.append("a"), {"path": "/p/a", "id": 257, "uuid": "u-a", "parent_uuid": None},
+             action="delete", path="/p/a")
+    plan.add(lambda: ran.append("c"), action="create", path="/p/c")
+    plan.add(fail, {"path": "/p/b", "id": 258, "uuid": "u-b", "parent_uuid": None}, action="delete", path="/p/b")
+    progress = {"actions": [], "deleted": []}
+    with pytest.raises(BtrfsError):
+        plan.apply(progress)
+    assert ran == ["a", "c"]
+    assert progress == {"actions": [{"action": "delete", "path": "/p/a"}, {"action": "create", "path": "/p/c"}],
+                        "deleted": [{"path": "/p/a", "id": 257, "uuid": "u-a", "parent_uuid": None}]}
+
+
+def task_params(**options):
+    return dict(dict.fromkeys(REQUEST_OPTIONS), state="present", recursive=False, lock_timeout=5, **options)
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_refused_runs_record_nothing_and_create_no_ledger(tmp_path, check_mode):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"1 0 8:1 / {tmp_path} rw - ext4 /dev/sda1 rw\n")
+    ledger = Ledger(str(tmp_path / "ledger"))
+    client = BtrfsClient(FakeModule(), mountinfo=str(mountinfo))
+    with pytest.raises(BtrfsError, match="must be an absolute path") as relative:
+        manage_subvolume(client, ledger, task_params(path="sub"), check_mode, pytest.fail)
+    assert relative.value.details == {"changed": False, "actions": [], "entry": None}
+    assert not os.path.exists(ledger.directory)
+    with pytest.raises(BtrfsError, match="is not on BTRFS: it is on a ext4 filesystem") as elsewhere:
+        manage_subvolume(client, ledger, task_params(path=str(tmp_path / "sub")), check_mode, pytest.fail)
+    assert elsewhere.value.details == {"changed": False, "actions": [], "entry": None}
+    assert ledger.entries() == [] and ledger.checkpoint()["size"] == 0
