@@ -1,27 +1,39 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""State snapshots: a content-addressed blob store, the snapshot history kept in the ledger, and retention.
+"""Restore points: a content-addressed blob store, the history kept in the ledger, retention, and
+the operations of opdbus_snapshot (take, restore, prune, delete) and opdbus_ledger_info's report.
 
-A snapshot is a desired state document describing units as they were (so restoring it is an
-ordinary apply), stored once per distinct content as ``snapshots/<sha256>.json.zst``: zstd over
-the canonical JSON, named by the SHA-256 of the uncompressed bytes, so deleting a blob never
-changes a ledger hash. The history lives in the ledger itself: a ``snapshot`` entry records one
-(its ``seq`` is the snapshot's id, ``state_sha256`` its blob), and ``prune`` and
-``delete_snapshot`` entries record which ids went. Nothing else holds state.
+A restore point is a ledger entry that names a stored state: every ``snapshot`` entry, and every
+``apply`` and ``rollback`` entry (the engine stores the state each changing run leaves). Its
+``seq`` is its id and its ``state_sha256`` names its blob, ``snapshots/<sha256>.json.zst``: zstd
+over the canonical JSON of a desired state document, named by the SHA-256 of the uncompressed
+bytes, so identical states share one blob and deleting a blob never changes a ledger hash.
+``prune`` and ``delete_snapshot`` entries record which ids went. Nothing else holds state.
+
+Destructive steps act only on a ledger that verifies, and only on paths that the ledger's
+content cannot steer elsewhere: a digest must be 64 lowercase hex characters before it becomes a
+file name, and a recorded BTRFS snapshot must sit directly in its recorded snapshot directory,
+reached without symbolic links, with the name this module gives. A removal's entry is appended
+before anything is deleted, and every later removal deletes what an interrupted one left.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import os
+import re
+import stat
 import traceback
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import canonical_json
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import snapshot_document
+from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import normalise_path
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, host_file_error
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories, read_text
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, canonical_json, select_entries
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
+    snapshot_document, unit_name_problem, validate)
 
 try:
     import zstandard
@@ -34,12 +46,42 @@ else:
 SNAPSHOT_DIR = "snapshots"
 BLOB_SUFFIX = ".json.zst"
 ZSTD_LEVEL = 19  # documents are small and written rarely: spend CPU on size
+# Far above any real document (a host's every unit is tens of KiB); a blob that inflates beyond
+# it was not written here, and must not be allowed to exhaust the host's memory.
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 RETENTION_PERIODS = ("hourly", "daily", "weekly", "monthly", "quarterly", "yearly")
 RETENTION_KEYS = RETENTION_PERIODS + ("max_total",)
+RESTORE_POINT_ACTIONS = ("snapshot", "apply", "rollback")
+REMOVAL_ACTIONS = ("prune", "delete_snapshot")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+BLOB_NAME = re.compile(r"([0-9a-f]{64})" + re.escape(BLOB_SUFFIX))
+STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+STAMP = r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z"
+DEFAULT_BTRFS_DIR = "@snapshots"
 
 
 class SnapshotError(OpdbusError):
     """A snapshot operation that cannot proceed; the message names what to fix."""
+
+
+class BlobProblem(SnapshotError):
+    """A blob that is not there or not what its name says; ``kind`` is blob_missing or blob_corrupt."""
+
+    def __init__(self, kind, detail):
+        super().__init__(detail)
+        self.kind = kind
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_digest(digest):
+    """DIGEST, if it is a SHA-256 in lowercase hex; anything else never becomes a path."""
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise SnapshotError(f"{digest!r} is not a SHA-256 digest (64 lowercase hex characters); "
+                            "refusing to use it as a blob name")
+    return digest
 
 
 # ------------------------------------------------------------------------------ blob store
@@ -51,107 +93,259 @@ class BlobStore:
         self.directory = os.path.join(ledger_dir, SNAPSHOT_DIR)
 
     def path(self, digest):
-        return os.path.join(self.directory, digest + BLOB_SUFFIX)
+        return os.path.join(self.directory, require_digest(digest) + BLOB_SUFFIX)
 
     def size(self, digest):
+        """Bytes of the blob on disk, or None when there is no such file (or no such digest)."""
         try:
-            return os.path.getsize(self.path(digest))
-        except OSError:
+            info = os.lstat(self.path(digest))
+        except (OSError, SnapshotError):
             return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def put(self, document):
-        """Store DOCUMENT (once per content); returns its digest."""
+        """Store DOCUMENT (once per content); returns its digest.
+
+        A blob that is already there is reused only after its content checks out against its
+        name; a damaged one is written again.
+        """
         raw = canonical_json(document)
         digest = hashlib.sha256(raw).hexdigest()
-        if not os.path.exists(self.path(digest)):
-            atomic_write(self.path(digest), zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), 0o600,
-                         directory_mode=0o700)
+        try:
+            self.read(digest)
+            return digest
+        except BlobProblem:
+            pass
+        atomic_write(self.path(digest), zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), 0o600,
+                     directory_mode=0o700)
         return digest
 
-    def get(self, digest):
-        """The document stored under DIGEST, after checking that its content still has that digest."""
+    def read(self, digest):
+        """The uncompressed bytes stored under DIGEST, after checking that they still have that digest.
+
+        Raises BlobProblem when the blob is missing or damaged, HostFileError when it cannot be read.
+        """
         path = self.path(digest)
         try:
-            with open(path, "rb") as handle:
-                compressed = handle.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise SnapshotError(f"snapshot blob {path} is missing (pruned or deleted)") from None
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(compressed)
-        except zstandard.ZstdError as error:
-            raise SnapshotError(f"snapshot blob {path} is corrupted: not zstd data ({error})") from None
+            raise BlobProblem("blob_missing", f"{path} is missing") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise BlobProblem("blob_corrupt", f"{path} is a symbolic link, not a blob") from None
+            raise host_file_error("read", path, error) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BlobProblem("blob_corrupt", f"{path} is not a regular file")
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                raw = _decompress(handle, path)
+            except zstandard.ZstdError as error:
+                raise BlobProblem("blob_corrupt", f"{path} is corrupt: not zstd data ({error})") from None
+            except OSError as error:
+                raise host_file_error("read", path, error) from None
         actual = hashlib.sha256(raw).hexdigest()
         if actual != digest:
-            raise SnapshotError(f"snapshot blob {path} is corrupted: its content hashes to {actual}, "
-                                f"not {digest}; refusing to restore it")
-        return json.loads(raw.decode("utf-8"))
+            raise BlobProblem("blob_corrupt", f"{path} is corrupt: its content hashes to {actual}, not {digest}")
+        return raw
+
+    def get(self, digest):
+        """The document stored under DIGEST (see ``read``)."""
+        return json.loads(self.read(digest).decode("utf-8"))
+
+    def exists(self, digest):
+        return os.path.lexists(self.path(digest))
+
+    def digests(self):
+        """Digests of the blob files in the store, whatever the ledger says."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise host_file_error("list", self.directory, error) from None
+        return sorted(match.group(1) for match in map(BLOB_NAME.fullmatch, names) if match)
+
+    def check_directory(self):
+        """Refuse a store directory that is a symbolic link: deleting through it would delete elsewhere."""
+        try:
+            info = os.lstat(self.directory)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise host_file_error("look up", self.directory, error) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise SnapshotError(f"{self.directory} is not a directory (a symbolic link or a file); refusing to "
+                                "delete blobs through it. Put the snapshot directory back, or investigate")
 
     def delete(self, digest):
+        path = self.path(digest)
         try:
-            os.unlink(self.path(digest))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            raise host_file_error("delete", path, error) from None
+
+
+def _decompress(handle, path):
+    chunks = []
+    total = 0
+    reader = zstandard.ZstdDecompressor().stream_reader(handle)
+    while True:
+        chunk = reader.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > MAX_DOCUMENT_BYTES:
+            raise BlobProblem("blob_corrupt", f"{path} is corrupt: it inflates to more than "
+                                              f"{MAX_DOCUMENT_BYTES} bytes, which no state document does")
+        chunks.append(chunk)
 
 
 # ------------------------------------------------------------------------------ history
 
-class Snapshot:
-    __slots__ = ("id", "time", "digest", "label", "units", "btrfs")
+class RestorePoint:
+    """One live or removed restore point: ``id`` (its entry's seq), ``kind`` (the entry's action),
+    ``moment`` (its time, parsed), ``digest`` (its blob), and for snapshots ``label``, ``units`` (a
+    count) and ``btrfs`` (the recorded BTRFS snapshots, as stored)."""
 
-    def __init__(self, entry):
-        changes = entry["changes"]
-        self.id = entry["seq"]
-        self.time = entry["time"]
-        self.digest = entry["state_sha256"]
-        self.label = changes.get("label")
-        self.units = changes.get("units", 0)
-        self.btrfs = changes.get("btrfs", [])
+    __slots__ = ("id", "kind", "time", "moment", "digest", "label", "units", "btrfs")
 
-    @property
-    def moment(self):
-        return parse_time(self.time)
+    def __init__(self, point_id, kind, time, moment, digest, label=None, units=None, btrfs=()):
+        self.id = point_id
+        self.kind = kind
+        self.time = time
+        self.moment = moment
+        self.digest = digest
+        self.label = label
+        self.units = units
+        self.btrfs = list(btrfs)
+
+    @classmethod
+    def from_entry(cls, entry):
+        """``(RestorePoint or None, notes)``: the restore point ENTRY records, if it records one.
+
+        Not a restore point: an entry without a state (a failed run's outcome) or whose changes are
+        not an object (not written by this collection). Fields of the wrong type are left out and
+        named in the notes; nothing here raises on what an entry holds.
+        """
+        seq, changes, digest = entry.get("seq"), entry.get("changes"), entry.get("state_sha256")
+        if not isinstance(changes, dict) or not isinstance(digest, str):
+            return None, []
+        notes = []
+        if not DIGEST.fullmatch(digest):
+            return None, [f"entry {seq}: state_sha256 {digest!r} is not a SHA-256 digest"]
+        try:
+            moment = parse_time(entry.get("time"))
+        except (TypeError, ValueError):
+            return None, [f"entry {seq}: time {entry.get('time')!r} is not a UTC timestamp"]
+        label = units = None
+        btrfs = []
+        if entry.get("action") == "snapshot":
+            label = changes.get("label")
+            if label is not None and not isinstance(label, str):
+                notes.append(f"entry {seq}: label {label!r} is not a string; ignored")
+                label = None
+            units = changes.get("units")
+            if units is not None and not _is_int(units):
+                notes.append(f"entry {seq}: units {units!r} is not a count; ignored")
+                units = None
+            recorded = changes.get("btrfs", [])
+            if not isinstance(recorded, list):
+                notes.append(f"entry {seq}: btrfs is not a list; no BTRFS snapshot of it is known")
+                recorded = []
+            for index, item in enumerate(recorded):
+                if isinstance(item, dict) and isinstance(item.get("snapshot"), str):
+                    btrfs.append(item)
+                else:
+                    notes.append(f"entry {seq}: btrfs[{index}] names no snapshot path; ignored")
+        return cls(seq, entry["action"], entry["time"], moment, digest, label, units, btrfs), notes
 
     def as_dict(self, store):
-        return {"id": self.id, "time": self.time, "digest": self.digest, "label": self.label,
+        return {"id": self.id, "kind": self.kind, "time": self.time, "digest": self.digest, "label": self.label,
                 "units": self.units, "btrfs": self.btrfs, "size": store.size(self.digest)}
 
 
-def live_snapshots(entries):
-    """Snapshots that are neither pruned nor deleted, oldest first, from the ledger's ENTRIES."""
-    snapshots = {}
-    for entry in entries:
-        changes = entry.get("changes")
-        if not isinstance(changes, dict):
-            continue  # not written by this module (the ledger records other actions too)
-        action = entry.get("action")
-        if action == "snapshot" and isinstance(entry.get("state_sha256"), str):
-            snapshots[entry["seq"]] = Snapshot(entry)
-        elif action in ("prune", "delete_snapshot"):
-            for snapshot_id in changes.get("removed", []):
-                snapshots.pop(snapshot_id, None)
-    return [snapshots[key] for key in sorted(snapshots)]
+class History:
+    """The restore points of a ledger's ENTRIES (oldest first): ``live`` and ``removed`` by id
+    (``removed`` maps an id to ``(RestorePoint, seq of the entry that removed it)``), and ``notes``
+    (``{seq, detail}``) on entries that hold something malformed, which are skipped, not raised on."""
 
+    def __init__(self, entries):
+        self.live = {}
+        self.removed = {}
+        self.notes = []
+        for entry in entries:
+            if isinstance(entry, dict) and _is_int(entry.get("seq")):
+                self._add(entry)
 
-def find_snapshot(snapshots, wanted):
-    """The snapshot named by WANTED: an id, ``latest`` or ``previous`` (the one before the latest)."""
-    if wanted in ("latest", "previous"):
-        position = -1 if wanted == "latest" else -2
-        if len(snapshots) < -position:
-            raise SnapshotError(f"there is no {wanted} snapshot: the history holds {len(snapshots)}")
-        return snapshots[position]
-    try:
-        number = int(wanted)
-    except (TypeError, ValueError):
-        raise SnapshotError(f"id must be a snapshot id (a number), latest or previous, not {wanted!r}") from None
-    for snapshot in snapshots:
-        if snapshot.id == number:
-            return snapshot
-    known = ", ".join(str(snapshot.id) for snapshot in snapshots[-10:]) or "none"
-    raise SnapshotError(f"no snapshot with id {number} (newest ids: {known})")
+    def _note(self, seq, detail):
+        self.notes.append({"seq": seq, "detail": detail})
+
+    def _add(self, entry):
+        seq, action = entry["seq"], entry.get("action")
+        if action in RESTORE_POINT_ACTIONS:
+            point, notes = RestorePoint.from_entry(entry)
+            for detail in notes:
+                self._note(seq, detail)
+            if point is not None:
+                self.live[seq] = point
+        elif action in REMOVAL_ACTIONS:
+            changes = entry.get("changes")
+            removed = changes.get("removed") if isinstance(changes, dict) else None
+            if not isinstance(removed, list):
+                self._note(seq, f"entry {seq}: a {action} entry without a list of removed ids; skipped")
+                return
+            for item in removed:
+                if not _is_int(item):
+                    self._note(seq, f"entry {seq}: removed id {item!r} is not a number; skipped")
+                elif item in self.live:
+                    self.removed[item] = (self.live.pop(item), seq)
+
+    def points(self):
+        """The live restore points, oldest first."""
+        return [self.live[key] for key in sorted(self.live)]
+
+    def labelled(self, label):
+        return next((point for point in self.points() if point.label == label), None)
+
+    def find(self, wanted, removed_ok=False):
+        """The live restore point WANTED names: an id (the seq of a snapshot, apply or rollback
+        entry), ``latest`` or ``previous`` (the newest snapshot and the one before it).
+
+        With REMOVED_OK, an id that a later entry removed gives None instead of an error.
+        """
+        if wanted in ("latest", "previous"):
+            snapshots = [point for point in self.points() if point.kind == "snapshot"]
+            position = -1 if wanted == "latest" else -2
+            if len(snapshots) < -position:
+                raise SnapshotError(f"there is no {wanted} snapshot: the history holds {len(snapshots)} snapshot(s) "
+                                    "(latest and previous name snapshots; name other restore points by id)")
+            return snapshots[position]
+        try:
+            number = int(wanted)
+        except (TypeError, ValueError):
+            raise SnapshotError(f"id must be a restore point id (the seq of a snapshot, apply or rollback entry), "
+                                f"latest or previous, not {wanted!r}") from None
+        if number in self.live:
+            return self.live[number]
+        if number in self.removed:
+            if removed_ok:
+                return None
+            raise SnapshotError(f"restore point {number} was removed by entry {self.removed[number][1]}; its state "
+                                "is no longer kept")
+        known = ", ".join(f"{point.id} ({point.kind})" for point in self.points()[-10:]) or "none"
+        raise SnapshotError(f"no restore point with id {number}: restore points are snapshot, apply and rollback "
+                            f"entries that recorded a state (newest: {known})")
 
 
 def parse_time(text):
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 # ------------------------------------------------------------------------------ retention
@@ -169,7 +363,7 @@ def validate_retention(policy):
             raise SnapshotError(f"retention.{key}: must be a whole number of 0 or more, not {value!r}")
     if not any(key in counts for key in RETENTION_PERIODS):
         raise SnapshotError("retention: set at least one of " + ", ".join(RETENTION_PERIODS)
-                            + " (without one, pruning would keep only the newest snapshot)")
+                            + " (without one, pruning would keep only the newest restore point)")
     return counts
 
 
@@ -189,135 +383,427 @@ def period_key(period, moment):
     return (moment.year,)
 
 
-def retained_ids(snapshots, policy):
-    """Ids of SNAPSHOTS (objects with ``id`` and ``moment``) that POLICY keeps.
+def retained_ids(points, policy):
+    """Ids of POINTS (objects with ``id`` and ``moment``) that POLICY keeps.
 
-    For each period with a count N, the newest snapshot of each of the last N periods that have a
-    snapshot is kept; the union of those is kept, and always the newest snapshot overall. Snapshots
-    with equal times are ordered by id (later id, newer). ``max_total`` then caps the kept set,
+    For each period with a count N, the newest restore point of each of the last N periods that
+    have one is kept; the union of those is kept, and always the newest overall. Points with
+    equal times are ordered by id (later id, newer). ``max_total`` then caps the kept set,
     dropping the oldest kept first.
     """
-    newest_first = sorted(snapshots, key=lambda snapshot: (snapshot.moment, snapshot.id), reverse=True)
+    newest_first = sorted(points, key=lambda point: (point.moment, point.id), reverse=True)
     if not newest_first:
         return set()
     kept = [newest_first[0]]
     for period in RETENTION_PERIODS:
         count = policy.get(period, 0)
         seen = set()
-        for snapshot in newest_first:
+        for point in newest_first:
             if len(seen) >= count:
                 break
-            key = period_key(period, snapshot.moment)
+            key = period_key(period, point.moment)
             if key not in seen:
                 seen.add(key)
-                kept.append(snapshot)
-    kept_ids = {snapshot.id for snapshot in kept}
+                kept.append(point)
+    kept_ids = {point.id for point in kept}
     cap = policy.get("max_total")
     if cap is not None:
-        ordered = [snapshot.id for snapshot in newest_first if snapshot.id in kept_ids]
+        ordered = [point.id for point in newest_first if point.id in kept_ids]
         kept_ids = set(ordered[:max(cap, 1)])
     return kept_ids
+
+
+# ------------------------------------------------------------------------------ BTRFS records
+
+def btrfs_record_problem(record):
+    """Why the recorded BTRFS snapshot RECORD (``{source, snapshot, directory}``) must not be deleted,
+    judged from the record alone; None when its path is one this module could have made."""
+    source, path, directory = (record.get(key) for key in ("source", "snapshot", "directory"))
+    if not isinstance(directory, str):
+        return f"{path!r} is recorded without its snapshot directory"
+    if not isinstance(source, str):
+        return f"{path!r} is recorded without its source subvolume"
+    for value in (source, path, directory):
+        if not value.startswith("/") or os.path.normpath(value) != value or "\x00" in value or "\n" in value:
+            return f"{value!r} is not a normalised absolute path"
+    if os.path.dirname(path) != directory:
+        return f"{path} is not directly inside its snapshot directory {directory}"
+    if not re.fullmatch(re.escape(os.path.basename(source)) + "@" + STAMP, os.path.basename(path)):
+        return f"{path} is not named <subvolume>@<UTC time> after its source {source}"
+    return None
+
+
+def btrfs_plan(btrfs, subvolumes, snapshot_dir, moment):
+    """The read-only snapshots to take of SUBVOLUMES: ``[{source, snapshot, directory}]``.
+
+    Every source must be a subvolume and every target free, so a snapshot that cannot be taken
+    is refused before anything changes. Directories are recorded as real paths (no symbolic
+    links), which is what a later deletion checks them against.
+    """
+    stamp = moment.strftime(STAMP_FORMAT)
+    planned = []
+    for given in subvolumes:
+        source = normalise_path(given, "btrfs_subvolumes")
+        if source == "/" or btrfs.inspect(source).kind != "subvolume":
+            raise SnapshotError(f"btrfs_subvolumes: {source} is not a BTRFS subvolume; create it with "
+                                "opdbus.fleet.btrfs_subvolume, or fix the path")
+        directory = os.path.realpath(normalise_path(snapshot_dir, "btrfs_snapshot_dir") if snapshot_dir
+                                     else os.path.join(os.path.dirname(source), DEFAULT_BTRFS_DIR))
+        target = os.path.join(directory, f"{os.path.basename(source)}@{stamp}")
+        if os.path.lexists(target) or any(item["snapshot"] == target for item in planned):
+            raise SnapshotError(f"btrfs_subvolumes: {target} already exists (two subvolumes of the same name "
+                                "snapshotted into one directory?); give them separate btrfs_snapshot_dir")
+        planned.append({"source": source, "snapshot": target, "directory": directory})
+    return planned
 
 
 # ------------------------------------------------------------------------------ operations
 
 class SnapshotManager:
-    """Takes, prunes, deletes and restores snapshots of one ledger.
+    """Takes, restores, prunes and deletes the restore points of one ledger, each operation in its
+    own RecordedRun of APPLIER (an apply_engine.StateApplier) so that it is serialised with every
+    other run on the host.
 
-    A snapshot can also take read-only BTRFS snapshots of given subvolumes (through BTRFS, a
-    btrfs.BtrfsClient, which runs nothing unless used); they are recorded in its ledger entry,
-    and pruning or deleting the snapshot deletes them.
+    BTRFS (a btrfs.BtrfsClient, or None where no BTRFS is used) takes and deletes the read-only
+    BTRFS snapshots that a snapshot can take of given subvolumes.
     """
 
-    def __init__(self, applier, btrfs):
+    def __init__(self, applier, btrfs=None):
         self.applier = applier
         self.ledger = applier.ledger
         self.store = BlobStore(self.ledger.directory)
         self.btrfs = btrfs
+        self.runs = []
+        self.notes = []
 
-    def history(self):
-        return live_snapshots(self.ledger.entries())
+    @property
+    def warnings(self):
+        return [warning for run in self.runs for warning in run.warnings] + self.notes
+
+    @property
+    def interrupted(self):
+        return [seq for run in self.runs for seq in run.interrupted]
+
+    def _run(self, action, check_mode):
+        run = self.applier.recorded_run(action, check_mode=check_mode)
+        self.runs.append(run)
+        return run
+
+    def _verified_history(self, purpose):
+        """The history of a ledger that verifies; refuses PURPOSE (what the caller is about to do)."""
+        with self.ledger.reading():
+            verification = self.ledger.verify()
+            entries = self.ledger.entries()
+        if not verification["valid"]:
+            problems = verification["problems"]
+            listed = "; ".join(f"{problem['kind']} (seq {problem['seq']}): {problem['detail']}" for problem in problems[:3])
+            raise SnapshotError(
+                f"refusing to {purpose}: the ledger in {self.ledger.directory} does not verify, so what it records "
+                f"cannot be acted on. {listed}. Nothing was changed; investigate with opdbus.fleet.opdbus_ledger_info "
+                "and the checkpoint kept on the controller", problems=problems)
+        return History(entries)
 
     # ---- take
-    def take(self, units, label=None, btrfs_subvolumes=(), btrfs_snapshot_dir=None, check_mode=False):
-        """Snapshot UNITS ({name: UnitStatus}); returns ``(snapshot dict or None, ledger entry or None)``.
+    def take(self, names=None, label=None, btrfs_subvolumes=(), btrfs_snapshot_dir=None, check_mode=False):
+        """Take a snapshot of the units NAMES (default: see ``units_to_snapshot``); returns result fields.
 
-        With a LABEL that a live snapshot already has, nothing is taken: the label makes the
-        task idempotent, as a playbook re-run expects.
+        With a LABEL that a live snapshot already has, nothing is taken: the label makes the task
+        idempotent, as a playbook re-run expects. With BTRFS_SUBVOLUMES, the BTRFS snapshots to
+        take are recorded as an intent first, then taken, then recorded with the snapshot.
         """
-        if label is not None:
-            for snapshot in self.history():
-                if snapshot.label == label:
-                    return snapshot.as_dict(self.store), None
-        if check_mode:
-            return None, None
-        digest = self.store.put(snapshot_document(units))
-        taken = []
-        try:
-            self._btrfs_snapshots(btrfs_subvolumes, btrfs_snapshot_dir, taken)
-            entry = self.ledger.append("snapshot", {"units": len(units), "label": label, "btrfs": taken},
-                                       state_sha256=digest, actor=self.applier.actor)
-        except BaseException:
-            # No snapshot without its ledger entry: undo the BTRFS snapshots taken so far.
-            for item in taken:
-                self.btrfs.delete(item["snapshot"])
-            raise
-        return Snapshot(entry).as_dict(self.store), entry
+        for index, name in enumerate(names or []):
+            problem = unit_name_problem(name)
+            if problem:
+                raise SnapshotError(f"units[{index}]: {name!r}: {problem}")
+        with self._run("snapshot", check_mode) as run:
+            if label is not None:
+                found = History(self.ledger.entries()).labelled(label)
+                if found is not None:
+                    return {"changed": False, "snapshot": found.as_dict(self.store), "entry": None}
+            units = self.units_to_snapshot(names)
+            planned = btrfs_plan(self.btrfs, btrfs_subvolumes, btrfs_snapshot_dir, utc_now()) if btrfs_subvolumes else []
+            if check_mode:
+                return {"changed": True, "snapshot": None, "entry": None}
+            try:
+                digest = self.store.put(snapshot_document(units))
+            except OSError as error:
+                raise host_file_error("write the snapshot blob in", self.store.directory, error) from None
+            if planned:
+                run.intend([{"btrfs_snapshot": item["snapshot"], "source": item["source"]} for item in planned])
+            taken = self._take_btrfs(planned, run.progress)
+            entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
+        point, _notes = RestorePoint.from_entry(entry)
+        return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry}
 
-    def _btrfs_snapshots(self, subvolumes, snapshot_dir, taken):
-        """Take a read-only snapshot of each subvolume, appending each one taken to TAKEN."""
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        for source in subvolumes:
-            directory = snapshot_dir or os.path.join(os.path.dirname(source.rstrip("/")), "@snapshots")
-            target = os.path.join(directory, f"{os.path.basename(source.rstrip('/'))}@{stamp}")
-            make_directories(directory, 0o700)
-            self.btrfs.snapshot(source, target, read_only=True)
-            taken.append({"source": source, "snapshot": target})
+    def units_to_snapshot(self, names):
+        """``{name: UnitStatus}`` of NAMES; else of the units the state file declares; else of
+        every unit a restore can bring back (``SystemdClient.restorable_units``)."""
+        client = self.applier.client
+        if names:
+            return client.read_units(list(names))
+        declared = declared_units(self.applier.state_file)
+        if declared is not None:
+            return client.read_units(list(declared))
+        return client.restorable_units()
+
+    def _take_btrfs(self, planned, progress):
+        """Take the PLANNED BTRFS snapshots; on any failure, delete those taken and re-raise.
+
+        PROGRESS (the run's) always lists the snapshots that exist, so a failure outcome says
+        what is left if even the undo failed.
+        """
+        taken = progress.setdefault("btrfs", [])
+        try:
+            for item in planned:
+                try:
+                    make_directories(item["directory"], 0o700)
+                except OSError as error:
+                    raise host_file_error("create", item["directory"], error) from None
+                self.btrfs.snapshot(item["source"], item["snapshot"], read_only=True)
+                taken.append(item)
+        except BaseException:
+            undone = progress.setdefault("undone", [])
+            for item in reversed(list(taken)):
+                try:
+                    self.btrfs.delete(item["snapshot"])
+                except OpdbusError:
+                    continue
+                taken.remove(item)
+                undone.append(item["snapshot"])
+            raise
+        return taken
+
+    def pending_point(self):
+        """The restore point a check-mode ``take`` stands for, so that a prune in the same check
+        run predicts the real one (the new snapshot is the newest: it changes what is kept)."""
+        return RestorePoint(self.ledger.checkpoint()["size"], "snapshot", None, utc_now(), None)
 
     # ---- remove
-    def prune(self, policy, check_mode=False):
-        """Apply a validated retention POLICY; returns ``(removed snapshot dicts, entry or None)``."""
-        snapshots = self.history()
-        kept = retained_ids(snapshots, policy)
-        return self._remove([s for s in snapshots if s.id not in kept], snapshots, "prune",
-                            {"policy": policy}, check_mode)
+    def prune(self, policy, check_mode=False, pending=None):
+        """Apply a validated retention POLICY to every live restore point; returns result fields.
+
+        Also deletes what earlier removals left on disk and blobs that no live restore point names.
+        """
+        with self._run("prune", check_mode) as run:
+            history = self._verified_history("prune")
+            points = history.points()
+            kept = retained_ids(points + ([pending] if pending else []), policy)
+            removed = [point for point in points if point.id not in kept]
+            return self._remove(run, history, removed, {"policy": policy}, check_mode, orphans=True)
 
     def delete(self, wanted, check_mode=False):
-        snapshots = self.history()
-        target = find_snapshot(snapshots, wanted)
-        return self._remove([target], snapshots, "delete_snapshot", {}, check_mode)
+        """Delete the restore point WANTED; an id that is already removed is no change."""
+        with self._run("delete_snapshot", check_mode) as run:
+            history = self._verified_history(f"delete restore point {wanted}")
+            point = history.find(wanted, removed_ok=True)
+            result = self._remove(run, history, [point] if point else [], {}, check_mode, orphans=False)
+        result["restore_point"] = result["removed"][0] if result["removed"] else None
+        return result
 
-    def _remove(self, removed, snapshots, action, extra, check_mode):
-        if not removed:
-            return [], None
-        described = [snapshot.as_dict(self.store) for snapshot in removed]
-        if check_mode:
-            return described, None
-        gone = {snapshot.id for snapshot in removed}
-        # Blobs are shared by identical states: a blob goes only with the last snapshot using it.
-        still_used = {snapshot.digest for snapshot in snapshots if snapshot.id not in gone}
-        blobs = sorted({snapshot.digest for snapshot in removed} - still_used)
-        subvolumes = [item["snapshot"] for snapshot in removed for item in snapshot.btrfs]
-        for path in subvolumes:
-            if os.path.lexists(path):  # someone may have deleted it by hand: it is gone either way
+    def _remove(self, run, history, removed, extra, check_mode, orphans):
+        """Remove the restore points REMOVED: record the removal, then delete what goes.
+
+        What goes: the BTRFS snapshots of REMOVED and of earlier removed points that are still
+        on disk, and the blobs of those that no live restore point shares (with ORPHANS, every
+        blob no live restore point names). Every path is checked before the entry is appended,
+        and the entry lists exactly what is then deleted, so a removal killed half-way is finished
+        by the next one (which names it under ``resumes``).
+        """
+        gone = {point.id for point in removed}
+        kept_digests = {point.digest for point in history.points() if point.id not in gone}
+        leftovers = list(history.removed.values())
+        self.store.check_directory()
+        on_disk = set(self.store.digests())
+        candidates = on_disk if orphans else {point.digest for point in removed} | {p.digest for p, _ in leftovers}
+        blobs = sorted((candidates & on_disk) - kept_digests)
+        resumes = {seq for point, seq in leftovers if point.digest in blobs}
+        btrfs, unsafe = [], []
+        for point, removed_by in [(point, None) for point in removed] + leftovers:
+            for record in point.btrfs:
+                path = record["snapshot"]
+                if not os.path.lexists(path):
+                    continue  # deleted by hand, or by an earlier removal: gone either way
+                problem = btrfs_record_problem(record) or self._btrfs_disk_problem(record)
+                if problem:
+                    unsafe.append(f"restore point {point.id}: {problem}")
+                    continue
+                btrfs.append(path)
+                if removed_by is not None:
+                    resumes.add(removed_by)
+        if unsafe:
+            raise SnapshotError("refusing to delete BTRFS snapshots that the ledger records where this module puts "
+                                "none: " + "; ".join(unsafe) + ". Nothing was changed; investigate (the ledger may have "
+                                "been rewritten: check it against the checkpoint kept on the controller)", unsafe=unsafe)
+        result = {"changed": bool(removed or blobs or btrfs), "removed": [point.as_dict(self.store) for point in removed],
+                  "deleted": {"blobs": blobs, "btrfs": btrfs}, "entry": None}
+        if check_mode or not result["changed"]:
+            return result
+        changes = dict(extra, removed=sorted(gone), blobs=blobs, btrfs=btrfs)
+        if resumes:
+            changes["resumes"] = sorted(resumes)
+        entry = result["entry"] = run.record(changes)
+        try:
+            for path in btrfs:
                 self.btrfs.delete(path)
-        for digest in blobs:
-            self.store.delete(digest)
-        changes = dict(extra, removed=sorted(gone), blobs=blobs, btrfs=subvolumes)
-        entry = self.ledger.append(action, changes, actor=self.applier.actor)
-        return described, entry
+            for digest in blobs:
+                self.store.delete(digest)
+        except OpdbusError as error:
+            raise SnapshotError(f"entry {entry['seq']} records this {entry['action']}, but deleting what it removes "
+                                f"failed: {error}. The next prune or delete deletes what is left",
+                                **dict(result, changed=True)) from None
+        return result
+
+    def _btrfs_disk_problem(self, record):
+        """Why the BTRFS snapshot of RECORD, which exists, must not be deleted, from what is on disk."""
+        directory, path = record["directory"], record["snapshot"]
+        if os.path.realpath(directory) != directory:
+            return f"the path to {directory} now passes through a symbolic link"
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return f"{path} is not a directory (a symbolic link or a file)"
+        if self.btrfs.inspect(path).kind != "subvolume":
+            return f"{path} is not a BTRFS subvolume"
+        return None
 
     # ---- restore
     def restore(self, wanted, check_mode=False):
-        """Bring the units back to snapshot WANTED through the apply engine.
+        """Bring the units back to restore point WANTED through the apply engine.
 
-        Returns ``(snapshot dict, ApplyResult, entry or None)``; a blob whose content does not
-        match its digest is refused before anything is touched.
+        Returns ``(result fields, failed units)``. A blob whose content does not match its digest
+        is refused before anything is touched.
         """
-        snapshot = find_snapshot(self.history(), wanted)
-        document = self.store.get(snapshot.digest)
-        if check_mode:
-            return snapshot.as_dict(self.store), self.applier.check(document), None
-        result, entry = self.applier.apply(document, ledger_action="rollback",
-                                           ledger_extra={"snapshot": snapshot.id, "snapshot_sha256": snapshot.digest})
-        return snapshot.as_dict(self.store), result, entry
+        with self._run("rollback", check_mode) as run:
+            point = self._verified_history(f"restore {wanted}").find(wanted)
+            try:
+                document = self.store.get(point.digest)
+            except BlobProblem as problem:
+                raise SnapshotError(f"cannot restore {point.kind} {point.id}: {problem}; nothing was changed") from None
+            if check_mode:
+                result = self.applier.check(document)
+            else:
+                result = self.applier.apply(document, run, ledger_extra={"restored": {
+                    "id": point.id, "kind": point.kind, "state_sha256": point.digest}})
+        fields = {
+            "changed": result.changed, "restore_point": point.as_dict(self.store), "actions": result.actions,
+            "files": result.files, "absent": result.absent, "conditions_unmet": result.conditions_unmet,
+            "units": {name: unit.as_dict() for name, unit in result.units.items()}, "diff": result.diff(),
+            "entry": result.entry,
+        }
+        return fields, result.failures
+
+
+def declared_units(path):
+    """The units the state document at PATH declares, or None when there is no such file."""
+    try:
+        text = read_text(path) if path else None
+    except OSError as error:
+        raise host_file_error("read", path, error) from None
+    if text is None:
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise SnapshotError(f"state_file {path} is not valid JSON ({error}); fix it, or name the units to "
+                            "snapshot with units") from None
+    return validate(document)
+
+
+# ------------------------------------------------------------------------------ runners
+
+def snapshot_task(params, check_mode, applier, btrfs):
+    """Run opdbus_snapshot with its PARAMS: ``(result fields, warnings, failed units)``.
+
+    Raises OpdbusError for what is refused (nothing changed then), and for a failure after a
+    recorded change (its details say what changed).
+    """
+    policy = validate_retention(params["retention"]) if params["retention"] else None
+    manager = SnapshotManager(applier, btrfs)
+    state = params["state"]
+    failures = {}
+    if state == "restored":
+        output, failures = manager.restore(params["id"], check_mode)
+    elif state == "absent":
+        output = manager.delete(params["id"], check_mode)
+    else:
+        output = {"changed": False, "entry": None}
+        if state == "present":
+            output = manager.take(params["units"], params["label"], params["btrfs_subvolumes"],
+                                  params["btrfs_snapshot_dir"], check_mode)
+        if policy:
+            pending = manager.pending_point() if check_mode and output["changed"] else None
+            try:
+                pruned = manager.prune(policy, check_mode, pending)
+            except OpdbusError as error:
+                error.details.update(changed=output["changed"] or error.details.get("changed", False),
+                                     snapshot=output.get("snapshot"))
+                raise
+            output = dict(output, removed=pruned["removed"], deleted=pruned["deleted"],
+                          changed=output["changed"] or pruned["changed"], entry=pruned["entry"] or output["entry"])
+    output["checkpoint"] = output["entry"]["checkpoint"] if output["entry"] else applier.ledger.checkpoint()
+    output["interrupted"] = manager.interrupted
+    return output, manager.warnings, failures
+
+
+def ledger_report(directory, anchor=None, since=None, limit=None):
+    """What opdbus_ledger_info returns: ``(result fields, warnings)``.
+
+    The ledger's own verification, plus each live restore point's blob: present, and
+    hashing to its ``state_sha256``. Restore points that a prune or delete removed are counted
+    under ``pruned``; their blobs are meant to be gone.
+    """
+    ledger = Ledger(directory)
+    with ledger.reading():
+        verification = ledger.verify(anchor=anchor)
+        entries = ledger.entries()
+    history = History(entries)
+    store = BlobStore(ledger.directory)
+    warnings = []
+    blob_problems = check_blobs(store, history.points(), warnings)
+    if blob_problems:
+        # A prune deletes blobs after appending its entry, and may have done both since the read
+        # above: a restore point it removed has lost its blob as intended, which is no problem.
+        still_live = History(ledger.entries()).live
+        blob_problems = [problem for problem in blob_problems if problem["seq"] in still_live]
+    problems = (verification["problems"]
+                + [dict(note, kind="bad_record") for note in history.notes]
+                + blob_problems)
+    result = dict(
+        entries=select_entries(entries, since, limit),
+        restore_points=[point.as_dict(store) for point in history.points()],
+        pruned=len(history.removed),
+        checkpoint=verification["checkpoint"],
+        valid=not problems,
+        problems=problems,
+        recoverable=verification["recoverable"],
+        interrupted=verification["interrupted"],
+        in_progress=verification.get("in_progress"),
+        anchor_checked=anchor is not None,
+    )
+    if "anchor_proof" in verification:
+        result["anchor_proof"] = verification["anchor_proof"]
+    return result, warnings
+
+
+def check_blobs(store, points, warnings):
+    """Problems (``{seq, kind, detail}``) of the blobs of POINTS, one per damaged or missing blob,
+    at the oldest restore point that uses it. Without zstandard only presence can be checked,
+    which WARNINGS then say."""
+    users = {}
+    for point in points:
+        users.setdefault(point.digest, []).append(point)
+    if zstandard is None:
+        warnings.append("python3-zstandard is not installed on the host: restore point blobs were checked "
+                        "for presence only, not for their content")
+    problems = []
+    for digest, using in users.items():
+        try:
+            if zstandard is None:
+                if not store.exists(digest):
+                    raise BlobProblem("blob_missing", f"{store.path(digest)} is missing")
+            else:
+                store.read(digest)
+        except BlobProblem as problem:
+            named = ", ".join(f"{point.id} ({point.kind})" for point in using[:10])
+            more = f" and {len(using) - 10} more" if len(using) > 10 else ""
+            problems.append({"seq": using[0].id, "kind": problem.kind,
+                             "detail": f"{problem}; restore point(s) {named}{more} cannot be restored"})
+    return sorted(problems, key=lambda problem: problem["seq"])

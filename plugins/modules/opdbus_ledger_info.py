@@ -23,6 +23,11 @@ description:
     reports an empty, valid ledger with size 0 and the empty root.
   - Crash residue (an append interrupted by a crash) is reported in RV(recoverable) and does not make
     the ledger invalid; the next change recorded on the host cleans it up.
+  - It also checks every live restore point (a C(snapshot), C(apply) or C(rollback) entry that names
+    a stored state, see M(opdbus.fleet.opdbus_snapshot)): its blob must exist and decompress to bytes
+    that hash to the entry's C(state_sha256). A missing or damaged blob is a problem (C(blob_missing),
+    C(blob_corrupt)); restore points that a prune or delete removed are counted in RV(pruned), since
+    their blobs are meant to be gone.
   - The file format and the threat model are described in the collection's C(docs/ledger.md).
 author:
   - opdbus.fleet developers (@opdbus)
@@ -77,8 +82,9 @@ options:
   query:
     description:
       - A JMESPath expression evaluated on the host over the module's result (RV(entries),
-        RV(snapshots), RV(checkpoint), RV(valid), RV(problems), RV(recoverable), RV(anchor_checked)
-        and RV(anchor_proof)); its value is returned as RV(query_result).
+        RV(restore_points), RV(pruned), RV(checkpoint), RV(valid), RV(problems), RV(recoverable),
+        RV(interrupted), RV(in_progress), RV(anchor_checked) and RV(anchor_proof)); its value is
+        returned as RV(query_result).
       - Useful to send a small answer instead of many entries over the connection.
     type: str
 requirements:
@@ -170,16 +176,25 @@ entries:
           to: inactive
       state_sha256: 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
       prev_root: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-snapshots:
+restore_points:
   description:
-    - The live snapshots (taken by M(opdbus.fleet.opdbus_snapshot) and neither pruned nor deleted),
-      oldest first, with C(id) (the seq of their ledger entry), C(time), C(digest) (SHA-256 of the
-      uncompressed document), C(label), C(units) (how many), C(btrfs) (read-only BTRFS snapshots
-      taken with it) and C(size) (bytes of the compressed blob on disk, V(null) if it is missing).
+    - The live restore points (neither pruned nor deleted), oldest first, with C(id) (the seq of their
+      ledger entry), C(kind) (C(snapshot), C(apply) or C(rollback)), C(time), C(digest) (SHA-256 of the
+      uncompressed document), C(label) and C(units) (how many; both for snapshots only, else V(null)),
+      C(btrfs) (read-only BTRFS snapshots taken with a snapshot) and C(size) (bytes of the compressed
+      blob on disk, V(null) if it is missing).
+    - Any of them can be restored with M(opdbus.fleet.opdbus_snapshot) O(opdbus.fleet.opdbus_snapshot#module:state=restored)
+      and O(opdbus.fleet.opdbus_snapshot#module:id) set to its C(id).
   returned: always
   type: list
   elements: dict
-  sample: [{id: 4, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: 24, btrfs: [], size: 212}]
+  sample: [{id: 4, kind: apply, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: null,
+            btrfs: [], size: 212}]
+pruned:
+  description: How many restore points pruned or deleted entries removed; their blobs are not checked.
+  returned: always
+  type: int
+  sample: 17
 checkpoint:
   description:
     - The current checkpoint of the ledger, recomputed from its entries. Store it (on the controller)
@@ -219,6 +234,10 @@ problems:
       C(prev_root_mismatch), C(bad_head), C(head_size_mismatch), C(head_length_mismatch),
       C(head_root_mismatch), C(head_frontier_mismatch), C(bad_anchor), C(anchor_origin_mismatch),
       C(anchor_truncated) and C(anchor_inconsistent).
+    - For restore points, C(blob_missing) and C(blob_corrupt) (one per blob, at the oldest restore
+      point using it; its C(detail) names every restore point that cannot be restored), and
+      C(bad_record) for a snapshot, apply, rollback, prune or delete entry holding something malformed
+      (which the snapshot operations skip).
   returned: always
   type: list
   elements: dict
@@ -237,6 +256,23 @@ recoverable:
   type: list
   elements: dict
   sample: []
+interrupted:
+  description:
+    - Runs that recorded an C(intent) but no outcome (killed, or the host lost power), oldest first,
+      each with C(seq) (of the intent), C(action) (the run's), C(planned) (what it meant to do, which
+      may have happened in part or in full), C(time), C(resolved_by) (the seq of the C(interrupted)
+      entry a later run appended, V(null) until one has) and C(detail).
+    - They do not make the ledger invalid.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{seq: 40, action: apply, planned: [{unit: cups.service, action: stop}], time: "2026-11-22T10:00:00.000000Z",
+            resolved_by: 42, detail: "interrupted run: ..."}]
+in_progress:
+  description: The seq of the intent of a run that is still going as the module reads the ledger, else V(null).
+  returned: always
+  type: int
+  sample: null
 anchor_checked:
   description: Whether an O(anchor) was given and checked.
   returned: always
@@ -285,10 +321,10 @@ query_result:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
-    DEFAULT_LEDGER_DIR, Ledger, LedgerError, select_entries)
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR
 from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore, live_snapshots
+from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import ledger_report
 
 
 def _describe(problem):
@@ -320,29 +356,13 @@ def main():
     params = module.params
     if params["limit"] is not None and params["limit"] < 0:
         module.fail_json(msg="limit must be 0 or more, not %d" % params["limit"])
-
-    anchor = params["anchor"]
-    ledger = Ledger(params["path"])
     try:
-        with ledger.reading():
-            verification = ledger.verify(anchor=anchor)
-            everything = ledger.entries()
-    except LedgerError as exc:
-        module.fail_json(msg=str(exc))
-    entries = select_entries(everything, params["since"], params["limit"])
-
-    result = dict(
-        changed=False,
-        entries=entries,
-        snapshots=[snapshot.as_dict(BlobStore(params["path"])) for snapshot in live_snapshots(everything)],
-        checkpoint=verification["checkpoint"],
-        valid=verification["valid"],
-        problems=verification["problems"],
-        recoverable=verification["recoverable"],
-        anchor_checked=anchor is not None,
-    )
-    if "anchor_proof" in verification:
-        result["anchor_proof"] = verification["anchor_proof"]
+        report, warnings = ledger_report(params["path"], params["anchor"], params["since"], params["limit"])
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    for warning in warnings:
+        module.warn(warning)
+    result = dict(report, changed=False)
     if not result["valid"] and params["fail_on_invalid"]:
         failure = {key: value for key, value in result.items() if key != "entries"}
         module.fail_json(msg="the ledger in %s failed verification: %s" % (params["path"], _describe(result["problems"][0])),

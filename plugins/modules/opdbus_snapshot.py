@@ -6,19 +6,27 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: opdbus_snapshot
-short_description: Take, restore, prune and delete snapshots of systemd state, recorded in the ledger
+short_description: Take, restore, prune and delete restore points of systemd state, recorded in the ledger
 version_added: 0.1.0
 description:
+  - A restore point is a ledger entry that names a stored state: every snapshot this module takes,
+    and every C(apply) (M(opdbus.fleet.opdbus_state)) and C(rollback) entry that changed something,
+    since the apply engine stores the state each changing run leaves. Its id is the C(seq) of its entry.
+    States are stored zstd-compressed under the SHA-256 of their content in C(snapshots/) of the
+    ledger directory, so identical states are stored once.
   - V(present) takes a snapshot of the live state of systemd units (running, enabled, masked) as a
-    desired state document, stored zstd-compressed under the SHA-256 of its content in
-    C(snapshots/) of the ledger directory (identical states are stored once), and records it as a
-    C(snapshot) ledger entry whose C(seq) is the snapshot's id.
-  - V(restored) brings the units back to a snapshot through the same apply engine as
-    M(opdbus.fleet.opdbus_state), with check and diff mode, and records a C(rollback) entry that
-    names the snapshot. A snapshot whose stored content no longer matches its digest is refused.
-  - V(pruned) applies a retention policy and records one C(prune) entry listing what went;
-    V(absent) deletes one snapshot and records a C(delete_snapshot) entry. Blobs shared with kept
-    snapshots stay. The ledger still verifies afterwards, since no entry changes.
+    desired state document, and records it as a C(snapshot) ledger entry.
+  - V(restored) brings the units back to the restore point O(id) through the same apply engine as
+    M(opdbus.fleet.opdbus_state), with check and diff mode, and records a C(rollback) entry that names
+    the restore point. A restore point whose stored content no longer matches its digest is refused.
+  - V(pruned) applies a retention policy to all restore points (snapshots and applies alike) and
+    records one C(prune) entry listing what goes, before deleting it; V(absent) deletes one restore
+    point and records a C(delete_snapshot) entry. Blobs shared with kept restore points stay. A prune
+    also deletes what an interrupted earlier prune or delete left on disk, and blobs that no live
+    restore point names. The ledger still verifies afterwards, since no entry changes.
+  - V(restored), V(pruned) and V(absent) first verify the ledger and refuse, changing nothing, when
+    it does not verify; they delete only blob files named by valid digests and BTRFS snapshots that
+    sit directly in the snapshot directory recorded with them (see C(docs/snapshots.md)).
   - Optionally, a snapshot also takes read-only BTRFS snapshots of given subvolumes; pruning or
     deleting the snapshot deletes them.
 author:
@@ -31,16 +39,20 @@ options:
   state:
     description:
       - V(present) takes a snapshot (and then prunes, if O(retention) is set).
-      - V(restored) restores the snapshot O(id).
+      - V(restored) restores the restore point O(id).
       - V(pruned) applies O(retention).
-      - V(absent) deletes the snapshot O(id).
+      - V(absent) deletes the restore point O(id); an id that is already pruned or deleted is no change.
     type: str
     choices: [present, restored, pruned, absent]
     default: present
   id:
     description:
-      - The snapshot to restore or delete, by id (the C(seq) of its ledger entry),
-        or V(latest), or V(previous) (the one before the latest).
+      - The restore point to restore or delete, by id (the C(seq) of its C(snapshot), C(apply) or
+        C(rollback) ledger entry, as M(opdbus.fleet.opdbus_ledger_info) lists them in its
+        RV(opdbus.fleet.opdbus_ledger_info#module:restore_points)), or V(latest) (the newest snapshot),
+        or V(previous) (the snapshot before it).
+      - V(latest) and V(previous) name snapshots only, as they always have; to go back to the state
+        an apply left, give that apply's C(seq).
     type: str
   label:
     description:
@@ -50,27 +62,29 @@ options:
   units:
     description:
       - Units to snapshot. Defaults to the units declared in O(state_file) when it exists, else
-        every unit systemd knows.
+        every unit a restore can bring back: loaded units that have unit files (no scopes, slices,
+        devices, transient, generated, alias or not-found units).
     type: list
     elements: str
   retention:
     description:
-      - How many snapshots to keep. For each period with a count N, the newest snapshot of each of
-        the last N periods that have a snapshot is kept; the newest snapshot is always kept.
+      - How many restore points to keep. For each period with a count N, the newest restore point of
+        each of the last N periods that have one is kept; the newest restore point is always kept.
         Periods are UTC; weeks are ISO weeks (with their ISO year).
       - At least one period count must be set.
     type: dict
     suboptions:
-      hourly: {description: Hours to keep a snapshot for., type: int}
-      daily: {description: Days to keep a snapshot for., type: int}
-      weekly: {description: ISO weeks to keep a snapshot for., type: int}
-      monthly: {description: Months to keep a snapshot for., type: int}
-      quarterly: {description: Quarters to keep a snapshot for., type: int}
-      yearly: {description: Years to keep a snapshot for., type: int}
-      max_total: {description: At most this many snapshots in all (the oldest kept go first)., type: int}
+      hourly: {description: Hours to keep a restore point for., type: int}
+      daily: {description: Days to keep a restore point for., type: int}
+      weekly: {description: ISO weeks to keep a restore point for., type: int}
+      monthly: {description: Months to keep a restore point for., type: int}
+      quarterly: {description: Quarters to keep a restore point for., type: int}
+      yearly: {description: Years to keep a restore point for., type: int}
+      max_total: {description: At most this many restore points in all (the oldest kept go first)., type: int}
   btrfs_subvolumes:
     description:
-      - Subvolumes of which each new snapshot also takes a read-only BTRFS snapshot.
+      - Subvolumes of which each new snapshot also takes a read-only BTRFS snapshot, named
+        C(<subvolume>@<UTC time>).
     type: list
     elements: path
     default: []
@@ -82,7 +96,8 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be taken, restored, pruned or deleted; nothing changes.
+    description: Reports what would be taken, restored, pruned or deleted (the same RV(removed),
+      RV(deleted), RV(actions) and diff as the real run); nothing changes.
   diff_mode:
     support: full
     description: For V(restored), each unit's state before and after, as M(opdbus.fleet.opdbus_state) shows it.
@@ -91,6 +106,8 @@ requirements:
   - btrfs-progs on the managed host when O(btrfs_subvolumes) is used
 notes:
   - Taking a snapshot without O(label) is a change every time, like any backup.
+  - A restore writes the restored document to O(state_file) and C(state/current.json), as any apply
+    of the engine does.
 seealso:
   - module: opdbus.fleet.opdbus_state
   - module: opdbus.fleet.opdbus_ledger_info
@@ -110,6 +127,17 @@ EXAMPLES = r"""
     state: restored
     id: previous
 
+- name: Find the apply before the last one
+  opdbus.fleet.opdbus_ledger_info:
+    limit: 0
+    query: "restore_points[?kind=='apply'] | [-2].id"
+  register: before_last_apply
+
+- name: Go back to the state that apply left
+  opdbus.fleet.opdbus_snapshot:
+    state: restored
+    id: "{{ before_last_apply.query_result }}"
+
 - name: Snapshot state and the state subvolume together
   opdbus.fleet.opdbus_snapshot:
     btrfs_subvolumes: [/mnt/pool/@state]
@@ -117,28 +145,69 @@ EXAMPLES = r"""
 
 RETURN = r"""
 snapshot:
-  description: The snapshot taken, found by O(label), restored or deleted (V(null) when check mode would take one).
-  returned: when O(state) is V(present), V(restored) or V(absent)
+  description: The snapshot taken, or found by O(label) (V(null) when check mode would take one).
+  returned: when O(state=present)
   type: dict
-  sample: {id: 17, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: 4, size: 212, btrfs: []}
+  sample: {id: 17, kind: snapshot, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: 4,
+           size: 212, btrfs: []}
+restore_point:
+  description:
+    - The restore point restored, or deleted (V(null) when O(id) names one already removed).
+    - C(kind) is C(snapshot), C(apply) or C(rollback); C(units) counts the units of a snapshot (V(null)
+      for the others); C(btrfs) lists the BTRFS snapshots taken with a snapshot, each with C(source),
+      C(snapshot) and C(directory); C(size) is the bytes of its blob on disk.
+  returned: when O(state) is V(restored) or V(absent)
+  type: dict
+  sample: {id: 12, kind: apply, time: "2026-11-22T09:00:00.000000Z", digest: 3f5c..., label: null, units: null,
+           size: 212, btrfs: []}
 removed:
-  description: Snapshots pruned or deleted (in check mode, that would be).
+  description: Restore points pruned or deleted (in check mode, that would be), shaped as RV(restore_point).
   returned: when O(state) is V(pruned) or V(absent), or V(present) with O(retention)
   type: list
   elements: dict
+deleted:
+  description:
+    - What the removal deletes (in check mode, would delete), as its ledger entry lists it.
+    - C(blobs) are digests of stored states no kept restore point uses (including any left by an
+      interrupted earlier removal, and, for a prune, any no live restore point names); C(btrfs) are
+      paths of BTRFS snapshots.
+  returned: when O(state) is V(pruned) or V(absent), or V(present) with O(retention)
+  type: dict
+  sample: {blobs: ["3f5c..."], btrfs: ["/mnt/pool/@snapshots/@state@20261122T100000.000000Z"]}
 actions:
   description: For V(restored), the unit actions that ran (or would run), as M(opdbus.fleet.opdbus_state) returns them.
   returned: when O(state=restored)
   type: list
   elements: dict
+files:
+  description: For V(restored), the state files written (or that would be written).
+  returned: when O(state=restored)
+  type: list
+  elements: str
+absent:
+  description: For V(restored), units of the restore point that are not installed and hold its state as they are.
+  returned: when O(state=restored)
+  type: list
+  elements: str
+conditions_unmet:
+  description: For V(restored), units to be started whose start systemd skips because of unmet C(Condition*=) settings.
+  returned: when O(state=restored)
+  type: dict
 units:
-  description: For V(restored), the live state of the snapshot's units afterwards.
+  description: For V(restored), the live state of the restore point's units afterwards.
   returned: when O(state=restored)
   type: dict
 failed_units:
-  description: For V(restored), units that did not reach the snapshot's state, with the reason.
-  returned: when O(state=restored)
+  description: For V(restored), units that did not reach the restore point's state, with the reason.
+  returned: when a unit failed
   type: dict
+interrupted:
+  description:
+    - Seqs of intents whose run was interrupted before recording its outcome (killed, or the host
+      lost power); this run recorded an C(interrupted) entry for each (not in check mode), and warns.
+  returned: always
+  type: list
+  elements: int
 entry:
   description: The last ledger entry this run appended, or V(null).
   returned: always
@@ -153,56 +222,16 @@ timing:
   type: dict
 """
 
-import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import load_document
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient, BtrfsError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import LedgerError
+from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
     apply_argument_spec, build_applier, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import (
-    RETENTION_KEYS, ZSTANDARD_IMPORT_ERROR, SnapshotError, SnapshotManager, validate_retention, zstandard)
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError, validate
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdError, require_dbus
-
-
-def units_to_snapshot(params, applier):
-    if params["units"]:
-        return params["units"]
-    if applier.state_file and os.path.exists(applier.state_file):
-        return list(validate(load_document(applier.state_file)))
-    return applier.client.all_unit_names()
-
-
-def run(module, manager):
-    """Carry out the requested state; returns ``(changed, last ledger entry or None, result fields)``."""
-    params = module.params
-    state = params["state"]
-    check = module.check_mode
-    policy = validate_retention(params["retention"]) if params["retention"] else None
-    result = {}
-    if state == "restored":
-        result["snapshot"], applied, entry = manager.restore(params["id"], check_mode=check)
-        result.update(actions=applied.actions, diff=applied.diff(), failed_units=applied.failures,
-                      units={name: unit.as_dict() for name, unit in applied.units.items()})
-        return applied.changed or bool(entry), entry, result
-    if state == "absent":
-        result["removed"], entry = manager.delete(params["id"], check_mode=check)
-        result["snapshot"] = result["removed"][0]
-        return True, entry, result
-    changed, entry = False, None
-    if state == "present":
-        units = manager.applier.client.read_units(units_to_snapshot(params, manager.applier))
-        result["snapshot"], entry = manager.take(units, params["label"], params["btrfs_subvolumes"],
-                                                 params["btrfs_snapshot_dir"], check_mode=check)
-        changed = entry is not None or (check and result["snapshot"] is None)
-    if policy:
-        result["removed"], prune_entry = manager.prune(policy, check_mode=check)
-        entry = prune_entry or entry
-        changed = changed or bool(result["removed"])
-    return changed, entry, result
+    RETENTION_KEYS, ZSTANDARD_IMPORT_ERROR, snapshot_task, zstandard)
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
 
 
 def main():
@@ -227,16 +256,16 @@ def main():
         module.fail_json(msg=missing_required_lib("zstandard", reason="to store snapshots")
                          + " Install python3-zstandard on the managed host.", exception=ZSTANDARD_IMPORT_ERROR)
     try:
-        manager = SnapshotManager(build_applier(module.params), BtrfsClient(module))
-        changed, entry, result = run(module, manager)
-        checkpoint = entry["checkpoint"] if entry else manager.ledger.checkpoint()
-    except (SnapshotError, StateDocumentError, SystemdError, LedgerError, BtrfsError) as error:
-        module.fail_json(msg=str(error), changed=False)
-    output = dict(result, changed=changed, entry=entry, checkpoint=checkpoint,
-                  timing={"total_ms": round((time.monotonic() - started) * 1000, 1)})
-    if result.get("failed_units"):
-        module.fail_json(msg="units did not reach the snapshot's state: " + "; ".join(result["failed_units"].values()),
-                         **output)
+        output, warnings, failures = snapshot_task(module.params, module.check_mode, build_applier(module.params),
+                                                   BtrfsClient(module))
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    for warning in warnings:
+        module.warn(warning)
+    output["timing"] = {"total_ms": round((time.monotonic() - started) * 1000, 1)}
+    if failures:
+        module.fail_json(msg="units did not reach the restore point's state: " + "; ".join(failures.values()),
+                         failed_units=failures, **output)
     module.exit_json(**output)
 
 

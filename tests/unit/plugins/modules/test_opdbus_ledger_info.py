@@ -16,6 +16,7 @@ import pytest
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
 from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import EMPTY_ROOT, verify_consistency
+from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import (
     append_entries,
     read_ledger,
@@ -52,7 +53,9 @@ def test_valid_ledger(tmp_path, ledger_dir):
     result = run(tmp_path, {"path": ledger_dir})
     assert not result.get("failed") and result["changed"] is False
     assert result["valid"] is True and result["problems"] == [] and result["recoverable"] == []
-    assert result["snapshots"] == [] and result["anchor_checked"] is False
+    # The builder's entries record changes as lists, which no restore point does.
+    assert result["restore_points"] == [] and result["pruned"] == 0 and result["anchor_checked"] is False
+    assert result["interrupted"] == [] and result["in_progress"] is None
     assert [e["seq"] for e in result["entries"]] == list(range(12))
     assert result["checkpoint"] == Ledger(ledger_dir).checkpoint()
     assert "query_result" not in result
@@ -165,3 +168,54 @@ def test_operational_error_is_a_clean_failure(tmp_path):
     result = run(tmp_path, {"path": str(not_a_dir)})
     assert result["failed"] and "not a directory" in result["msg"]
     assert "exception" not in result
+
+
+def restore_point_ledger(directory):
+    """Ledger entries as the engine and opdbus_snapshot write them, with their blobs."""
+    ledger = Ledger(directory, host="module-host")
+    store = BlobStore(directory)
+    states = [store.put({"version": 1, "plugins": {"systemd": {"units": {"a.service": {"masked": masked}}}}})
+              for masked in (False, True)]
+    ledger.append("intent", {"for": "apply", "planned": [{"unit": "a.service", "action": "mask"}]})
+    ledger.append("apply", {"units": [], "files": [], "intent": 0}, state_sha256=states[1])
+    ledger.append("snapshot", {"units": 1, "label": "first", "btrfs": []}, state_sha256=states[1])
+    ledger.append("snapshot", {"units": 1, "label": None, "btrfs": []}, state_sha256=states[0])
+    ledger.append("delete_snapshot", {"removed": [3], "blobs": [states[0]], "btrfs": []})
+    ledger.append("rollback", {"units": [], "files": [], "restored": {"id": 2}}, state_sha256=states[1])
+    ledger.append("intent", {"for": "apply", "planned": [{"unit": "a.service", "action": "unmask"}]})
+    store.delete(states[0])
+    return store, states
+
+
+def test_restore_points_interrupted_runs_and_pruned_ones(tmp_path):
+    directory = str(tmp_path / "blockchain")
+    store, states = restore_point_ledger(directory)
+    result = run(tmp_path, {"path": directory, "limit": 0})
+    assert result["valid"] and result["problems"] == []
+    assert [(point["id"], point["kind"], point["digest"]) for point in result["restore_points"]] == [
+        (1, "apply", states[1]), (2, "snapshot", states[1]), (5, "rollback", states[1])]
+    assert result["restore_points"][1]["label"] == "first" and result["restore_points"][1]["units"] == 1
+    assert result["restore_points"][0]["size"] == store.size(states[1]) > 0
+    assert result["pruned"] == 1
+    assert [(run_["seq"], run_["action"], run_["resolved_by"]) for run_ in result["interrupted"]] == [(6, "apply", None)]
+    assert result["interrupted"][0]["planned"] == [{"unit": "a.service", "action": "unmask"}]
+    result = run(tmp_path, {"path": directory, "limit": 0, "query": "restore_points[?kind=='apply'].id"})
+    assert result["query_result"] == [1]
+
+
+def test_a_damaged_blob_fails_the_task_naming_the_restore_points(tmp_path):
+    directory = str(tmp_path / "blockchain")
+    store, states = restore_point_ledger(directory)
+    with open(store.path(states[1]), "r+b") as handle:
+        handle.seek(8)
+        handle.write(b"\xff\xff\xff\xff")
+    result = run(tmp_path, {"path": directory, "limit": 0})
+    assert result["failed"] and result["valid"] is False
+    assert "blob_corrupt at seq 1" in result["msg"]
+    assert "restore point(s) 1 (apply), 2 (snapshot), 5 (rollback) cannot be restored" in result["msg"]
+    store.delete(states[1])
+    result = run(tmp_path, {"path": directory, "limit": 0, "fail_on_invalid": False})
+    assert not result.get("failed") and result["valid"] is False
+    assert [(problem["seq"], problem["kind"]) for problem in result["problems"]] == [(1, "blob_missing")]
+    # The ledger itself is intact: only its restore points are damaged.
+    assert Ledger(directory).verify()["valid"]
