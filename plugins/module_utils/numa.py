@@ -9,17 +9,21 @@ named through ``class/net`` and ``class/nvme``.
 
 ``plan_placements`` turns a strategy per unit into the values of systemd's ``CPUAffinity=``,
 ``NUMAPolicy=`` and ``NUMAMask=`` (systemd 243 or later), checking every unit before anything is
-written. ``DropinSet`` compares those drop-ins with the files on disk and writes or removes them;
-``reload_and_restart`` then makes systemd load them through the shared D-Bus client.
+written. ``DropinSet`` compares those drop-ins with the files on disk. ``place_units`` runs a whole
+opdbus_numa task: it plans under the ledger's run lock, writes or removes the drop-ins, makes
+systemd load them through the shared D-Bus client, and records the run in the ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, describe_os_error
 from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text
+from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import unit_name_problem
 
 SYSFS_ROOT = "/sys"
@@ -388,9 +392,13 @@ class Placement:
             lines.append(f"NUMAMask={format_list(self.mask)}")
         return "\n".join(lines) + "\n"
 
-    def as_dict(self):
+    def settings(self):
+        """What the drop-in sets, as the ledger records it."""
         return {"strategy": self.strategy, "nodes": self.nodes, "cpus": self.cpus, "policy": self.policy,
-                "mask": self.mask, "notes": self.notes}
+                "mask": self.mask}
+
+    def as_dict(self):
+        return dict(self.settings(), notes=self.notes)
 
 
 def check_unit_names(names):
@@ -520,6 +528,11 @@ def _choose_cpus(topology, name, spec, nodes):
 
 
 # ---------------------------------------------------------------------------------- drop-ins
+def text_sha256(text):
+    """SHA-256 (hex) of a drop-in's bytes on disk, as ``sha256sum`` prints it; None for no file."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class Dropin:
     """One unit's drop-in: its text on disk (None: no file) and the text it should have (None: remove)."""
 
@@ -539,9 +552,22 @@ class Dropin:
         return {"before_header": self.path, "after_header": self.path,
                 "before": self.before or "", "after": self.after or ""}
 
+    def write(self):
+        """Make the file hold ``after``: replaced in one rename, or removed."""
+        try:
+            if self.after is None:
+                # Gone already (removed by hand since planning) is what was asked for.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+            else:
+                atomic_write(self.path, self.after.encode("utf-8"), 0o644)
+        except OSError as error:
+            verb = "remove" if self.after is None else "write"
+            raise NumaError(f"{unit_field(self.unit)}: cannot {verb} {self.path}: {describe_os_error(error)}") from None
+
 
 class DropinSet:
-    """The drop-ins of one run, compared with the files on disk; ``apply`` makes the disk match."""
+    """The drop-ins of one run, compared with the files on disk; ``changed`` are those to write or remove."""
 
     def __init__(self, contents, dropin_name, unit_dir=UNIT_DIR):
         self.dropins = []
@@ -549,25 +575,14 @@ class DropinSet:
             path = os.path.join(unit_dir, unit + ".d", dropin_name)
             try:
                 before = read_text(path)
-            except OSError as error:
-                raise NumaError(f"{unit_field(unit)}: cannot read {path}: {error.strerror}") from None
+            except (OSError, UnicodeDecodeError) as error:
+                reason = describe_os_error(error) if isinstance(error, OSError) else "it is not UTF-8 text"
+                raise NumaError(f"{unit_field(unit)}: cannot read {path}: {reason}") from None
             self.dropins.append(Dropin(unit, path, before, text))
-        self.written = []  # units whose file apply() has changed so far
 
     @property
     def changed(self):
         return [dropin for dropin in self.dropins if dropin.changed]
-
-    def apply(self):
-        for dropin in self.changed:
-            try:
-                if dropin.after is None:
-                    os.unlink(dropin.path)
-                else:
-                    atomic_write(dropin.path, dropin.after.encode("utf-8"), 0o644)
-            except OSError as error:
-                raise NumaError(f"{unit_field(dropin.unit)}: cannot write {dropin.path}: {error.strerror}") from None
-            self.written.append(dropin.unit)
 
 
 # systemd learned NUMAPolicy= and NUMAMask= in 243; older versions ignore them with only a log line.
@@ -580,20 +595,136 @@ def check_systemd_version(version):
                         f"{MIN_SYSTEMD_VERSION} or later); nothing was written")
 
 
-def reload_and_restart(client, restart, job_timeout):
-    """One daemon-reload, then restart the units in RESTART in one batch and wait for them.
-
-    Returns ``{unit: problem}`` for each unit that is not running afterwards.
-    """
-    client.reload()
-    if not restart:
-        return {}
-    errors = client.run_jobs([(name, "restart") for name in restart], job_timeout)
+def restart_units(client, names, job_timeout):
+    """Restart NAMES in one batch and wait for them; ``{unit: problem}`` for each not running afterwards."""
+    errors = client.run_jobs([(name, "restart") for name in names], job_timeout)
     failures = {}
-    for name, unit in client.read_units(restart).items():
+    for name, unit in client.read_units(names).items():
         if not unit.running or name in errors:
             details = [errors[name]] if name in errors else []
             details += [f"active_state={unit.active_state}", f"sub_state={unit.sub_state}"]
             details += client.failure_details(unit)
             failures[name] = f"{unit_field(name)}: restart failed: {', '.join(details)}; see `journalctl -u {name}`"
     return failures
+
+
+# ---------------------------------------------------------------------------------- one task
+NUMA_ACTION = "numa"  # the ledger action of an opdbus_numa run
+
+
+class PlacementRun:
+    """One opdbus_numa task: ``plan`` reads everything and decides, ``execute`` changes the host
+    and keeps the ledger's ``progress`` current after every step, ``result`` is the task result."""
+
+    def __init__(self, client, params):
+        self.client = client
+        self.params = params
+        self.present = params["state"] == "present"
+        self.placements = {}
+        self.dropins = None  # a DropinSet, once planned
+        self.unloaded = []
+        self.changed_units = []
+        self.restart = []
+        self.failures = {}
+
+    def plan(self):
+        """Read the units, the topology and the drop-ins; raises NumaError before anything changes."""
+        units = self.params["units"]
+        live = self.client.read_units(list(units))
+        if self.present:
+            check_systemd_version(self.client.version())
+            self.placements = plan_placements(Topology.read(self.params["sysfs_root"]), units, live)
+        self.dropins = DropinSet({name: self.placements[name].dropin() if self.present else None for name in units},
+                                 self.params["dropin_name"])
+        written = [dropin.unit for dropin in self.dropins.changed]
+        # A drop-in already right on disk that systemd has not loaded (an earlier run failed before
+        # its reload) still needs the reload, and the restart.
+        unchanged = [live[name] for name in units if name not in written and name in live]
+        self.client.fill_need_daemon_reload(unchanged)
+        self.unloaded = [unit.name for unit in unchanged if unit.need_daemon_reload]
+        self.changed_units = written + self.unloaded
+        self.restart = [name for name in self.changed_units
+                        if self.params["restart"] and name in live and live[name].running]
+
+    def planned(self):
+        """The run's intent, in the order ``execute`` takes the steps."""
+        return ([{"unit": dropin.unit, "action": "remove_dropin" if dropin.after is None else "write_dropin"}
+                 for dropin in self.dropins.changed]
+                + ["daemon_reload"] + [{"unit": name, "action": "restart"} for name in self.restart])
+
+    def execute(self, progress, job_timeout):
+        """Write the drop-ins, reload, restart. PROGRESS is the outcome entry's changes so far."""
+        progress.update(state=self.params["state"], units=[], daemon_reload=False)
+        for dropin in self.dropins.changed:
+            dropin.write()
+            progress["units"].append(self._record(dropin, written=True))
+        unloaded = [dropin for dropin in self.dropins.dropins if dropin.unit in self.unloaded]
+        progress["units"] += [self._record(dropin, written=False) for dropin in unloaded]
+        self.client.reload()
+        progress["daemon_reload"] = True
+        if not self.restart:
+            return
+        progress["restart_requested"] = list(self.restart)
+        self.failures = restart_units(self.client, self.restart, job_timeout)
+        for record in progress["units"]:
+            record["restarted"] = record["unit"] in self.restart and record["unit"] not in self.failures
+        if self.failures:
+            progress["failed_units"] = self.failures
+
+    def _record(self, dropin, written):
+        """What the ledger keeps of one unit: enough to tell which file the unit ran with, and where."""
+        placement = self.placements.get(dropin.unit)
+        return {"unit": dropin.unit, "path": dropin.path, "written": written,
+                "before_sha256": text_sha256(dropin.before), "after_sha256": text_sha256(dropin.after),
+                "placement": placement.settings() if placement else None, "restarted": False}
+
+    def result(self):
+        units = {}
+        for dropin in self.dropins.dropins:
+            units[dropin.unit] = dict(path=dropin.path, changed=dropin.unit in self.changed_units,
+                                      restarted=dropin.unit in self.restart and dropin.unit not in self.failures)
+            if self.present:
+                units[dropin.unit].update(self.placements[dropin.unit].as_dict())
+        return dict(
+            changed=bool(self.changed_units),
+            units=units,
+            notes=[f"{name}: {note}" for name, placement in self.placements.items() for note in placement.notes]
+            + [f"{name}: systemd had not loaded the drop-in yet; reloaded" for name in self.unloaded],
+            diff=[dropin.diff() for dropin in self.dropins.changed],
+        )
+
+
+def place_units(client, ledger, params, check_mode, warn):
+    """Run an opdbus_numa task with PARAMS (the module's options) against CLIENT (a SystemdClient).
+
+    Planned under LEDGER's run lock; a run that changes something records an intent before its first
+    write and one ``numa`` outcome after the last step, also when a step fails. Returns the task
+    result; raises OpdbusError, whose ``details`` say whether the host changed and name the entry.
+    WARN receives the warnings of the run (an interrupted earlier run, a wait for the lock).
+    """
+    placement = PlacementRun(client, params)
+    run = RecordedRun(ledger, NUMA_ACTION, check_mode=check_mode, lock_timeout=params["lock_timeout"])
+    try:
+        check_dropin_name(params["dropin_name"])
+        check_unit_names(params["units"])
+        if params["job_timeout"] < 1:
+            raise NumaError(f"job_timeout: {params['job_timeout']} is not a number of seconds to wait (1 or more)")
+        with run:
+            placement.plan()
+            if placement.changed_units and not check_mode:
+                run.intend(placement.planned())
+                placement.execute(run.progress, params["job_timeout"])
+                if placement.failures:
+                    raise NumaError("units did not come back after the restart: "
+                                    + "; ".join(placement.failures.values()),
+                                    failed_units=placement.failures, **placement.result())
+                run.record(run.progress)
+    except OpdbusError as error:
+        done = run.progress
+        error.details.update(changed=done.get("daemon_reload", False)
+                             or any(record["written"] for record in done.get("units", ())), entry=run.entry)
+        raise
+    finally:
+        for warning in run.warnings:
+            warn(warning)
+    return dict(placement.result(), entry=run.entry)

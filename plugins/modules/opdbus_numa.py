@@ -21,6 +21,10 @@ description:
   - On a one-node host the strategies still write their drop-in and a note in the result says that the
     memory policy changes nothing there. A device on no particular node (C(numa_node) -1) places the unit
     on the only node of a one-node host and on no node of a multi-node host, with a note.
+  - A run that changes something is recorded in the host's ledger as one C(numa) entry - per unit the
+    drop-in's path, the SHA-256 of its text before and after (V(null) for no file), the placement and
+    whether the unit was restarted, plus the daemon-reload and any failure. A run that changes nothing,
+    and check mode, record nothing.
 author:
   - opdbus.fleet developers (@opdbus)
 options:
@@ -90,9 +94,13 @@ notes:
   - C(CPUAffinity=) and C(NUMAMask=) add up across a unit file and its drop-ins, so the drop-in first
     assigns them empty; the drop-in alone decides the unit's placement.
   - Units are placed in the system manager only (drop-ins under C(/etc/systemd/system)).
+  - See C(docs/numa.md) in the collection for the fields of the ledger entry.
   - See C(docs/numa.md) in the collection for the strategies, what is read from where, and examples for DGX servers.
+extends_documentation_fragment:
+  - opdbus.fleet.ledger
 seealso:
   - module: opdbus.fleet.opdbus_numa_info
+  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -171,13 +179,42 @@ failed_units:
   description: Units that were restarted but are not running afterwards, with the reason.
   returned: when a restart failed
   type: dict
+entry:
+  description:
+    - The C(numa) outcome entry this run appended to the ledger (with the ledger's C(checkpoint) after it);
+      V(null) when nothing changed and in check mode.
+    - Also returned when the task fails after its first change; the entry then holds what was done and the C(error).
+  returned: always
+  type: dict
+  sample:
+    seq: 8
+    action: numa
+    host: dgx-03
+    actor: root
+    time: "2026-11-22T10:00:00.000000Z"
+    changes:
+      intent: 7
+      state: present
+      daemon_reload: true
+      restart_requested: [worker.service]
+      units:
+        - unit: worker.service
+          path: /etc/systemd/system/worker.service.d/50-opdbus-numa.conf
+          written: true
+          before_sha256: null
+          after_sha256: 0c8f5d6bd1ac6a54e1b4bdbbe71f0f1ad0a5b16e20d8ea5ee0e6a1a48fd1b8f3
+          placement: {strategy: bind, nodes: [0], cpus: [1], policy: bind, mask: [0]}
+          restarted: true
+    state_sha256: null
+    prev_root: 3a7b0f9e1c2d4b5a69788796a5b4c3d2e1f00112233445566778899aabbccdd
+    checkpoint: {origin: 6d1c..., size: 9, root: 51e0...}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.numa import (
-    DEFAULT_DROPIN, SYSFS_ROOT, DropinSet, NumaError, Topology, check_dropin_name, check_systemd_version,
-    check_unit_names, plan_placements, reload_and_restart)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, SystemdError, require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import ledger_argument_spec, ledger_from_params
+from ansible_collections.opdbus.fleet.plugins.module_utils.numa import DEFAULT_DROPIN, SYSFS_ROOT, place_units
+from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, require_dbus
 
 
 def main():
@@ -189,54 +226,17 @@ def main():
             dropin_name=dict(type="str", default=DEFAULT_DROPIN),
             sysfs_root=dict(type="path", default=SYSFS_ROOT),
             job_timeout=dict(type="int", default=90),
+            **ledger_argument_spec(),
         ),
         supports_check_mode=True,
     )
     require_dbus(module)
-    params = module.params
-    dropins = None
     try:
-        check_dropin_name(params["dropin_name"])
-        check_unit_names(params["units"])
-        client = SystemdClient()
-        live = client.read_units(sorted(params["units"]))
-        present = params["state"] == "present"
-        if present:
-            check_systemd_version(client.version())
-        placements = plan_placements(Topology.read(params["sysfs_root"]), params["units"], live) if present else {}
-        dropins = DropinSet({name: placements[name].dropin() if present else None for name in params["units"]},
-                            params["dropin_name"])
-        written = [dropin.unit for dropin in dropins.changed]
-        # A drop-in already right on disk that systemd has not loaded (an earlier run failed before
-        # its reload) still needs the reload, and the restart.
-        client.fill_need_daemon_reload([live[name] for name in params["units"] if name not in written])
-        unloaded = [name for name in params["units"] if name not in written and live[name].need_daemon_reload]
-        changed = written + unloaded
-        restart = [name for name in changed if params["restart"] and live[name].running]
-        failures = {}
-        if changed and not module.check_mode:
-            dropins.apply()
-            failures = reload_and_restart(client, restart, params["job_timeout"])
-    except (NumaError, SystemdError) as error:
-        module.fail_json(msg=str(error), changed=bool(dropins and dropins.written))
-
-    units = {}
-    for dropin in dropins.dropins:
-        units[dropin.unit] = dict(path=dropin.path, changed=dropin.unit in changed,
-                                  restarted=dropin.unit in restart and dropin.unit not in failures)
-        if present:
-            units[dropin.unit].update(placements[dropin.unit].as_dict())
-    output = dict(
-        changed=bool(changed),
-        units=units,
-        notes=[f"{name}: {note}" for name, placement in placements.items() for note in placement.notes]
-        + [f"{name}: systemd had not loaded the drop-in yet; reloaded" for name in unloaded],
-        diff=[dropin.diff() for dropin in dropins.changed],
-    )
-    if failures:
-        module.fail_json(msg="units did not come back after the restart: " + "; ".join(failures.values()),
-                         failed_units=failures, **output)
-    module.exit_json(**output)
+        ledger = ledger_from_params(module.params)[0]
+        result = place_units(SystemdClient(), ledger, module.params, module.check_mode, module.warn)
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

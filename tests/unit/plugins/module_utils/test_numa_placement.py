@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 
 import pytest
 
 from ansible_collections.opdbus.fleet.plugins.module_utils import numa
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
 from ansible_collections.opdbus.fleet.plugins.module_utils.numa import (
-    DropinSet, NumaError, Topology, check_systemd_version, check_unit_names, plan_placements)
+    DropinSet, NumaError, Topology, check_systemd_version, check_unit_names, place_units, plan_placements)
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.numa import sysfs
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UnitStatus
 
@@ -199,6 +201,11 @@ def test_unit_that_does_not_exist(topology):
 
 
 # ---------------------------------------------------------------------------------- drop-in files
+def write_all(dropins):
+    for dropin in dropins.changed:
+        dropin.write()
+
+
 def test_dropin_written_atomically_then_unchanged_then_removed(tmp_path):
     text = "[Service]\nCPUAffinity=\nCPUAffinity=1\n"
     first = DropinSet({"app.service": text}, "50-numa.conf", unit_dir=str(tmp_path))
@@ -208,11 +215,11 @@ def test_dropin_written_atomically_then_unchanged_then_removed(tmp_path):
                                        "before": "", "after": text}
     os.umask(0o077)  # the file and the directory systemd reads must not inherit a restrictive umask
     try:
-        first.apply()
+        write_all(first)
     finally:
         os.umask(0o022)
     path = tmp_path / "app.service.d" / "50-numa.conf"
-    assert path.read_text() == text and first.written == ["app.service"]
+    assert path.read_text() == text
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and stat.S_IMODE(path.parent.stat().st_mode) == 0o755
     assert os.listdir(path.parent) == ["50-numa.conf"]  # no temporary file left behind
 
@@ -220,9 +227,26 @@ def test_dropin_written_atomically_then_unchanged_then_removed(tmp_path):
 
     removal = DropinSet({"app.service": None}, "50-numa.conf", unit_dir=str(tmp_path))
     assert removal.changed[0].diff()["after"] == ""
-    removal.apply()
+    write_all(removal)
     assert not path.exists() and path.parent.is_dir()
     assert DropinSet({"app.service": None}, "50-numa.conf", unit_dir=str(tmp_path)).changed == []
+
+
+def test_removing_a_dropin_someone_else_removed_is_done(tmp_path):
+    (tmp_path / "app.service.d").mkdir()
+    (tmp_path / "app.service.d" / "50-numa.conf").write_text("x\n")
+    removal = DropinSet({"app.service": None}, "50-numa.conf", unit_dir=str(tmp_path))
+    os.unlink(tmp_path / "app.service.d" / "50-numa.conf")
+    write_all(removal)
+    assert os.listdir(tmp_path / "app.service.d") == []
+
+
+def test_digests_are_what_sha256sum_prints(tmp_path):
+    text = "[Service]\nCPUAffinity=\nCPUAffinity=1\n# \u00e9\n"
+    path = tmp_path / "f"
+    path.write_bytes(text.encode("utf-8"))
+    assert numa.text_sha256(text) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert numa.text_sha256(None) is None
 
 
 def test_unreadable_dropin_fails_before_anything_is_written(tmp_path):
@@ -232,17 +256,28 @@ def test_unreadable_dropin_fails_before_anything_is_written(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["b.service.d"]
 
 
-def test_write_failure_names_the_unit_and_keeps_what_was_written(tmp_path, monkeypatch):
-    def disk_full(source, destination):
+def test_dropin_that_is_not_text_is_refused_by_name(tmp_path):
+    (tmp_path / "b.service.d").mkdir()
+    (tmp_path / "b.service.d" / "50-numa.conf").write_bytes(b"\xff\xfe")
+    with pytest.raises(NumaError, match=r'^units\["b.service"\]: cannot read .*/50-numa.conf: it is not UTF-8 text$'):
+        DropinSet({"b.service": "y\n"}, "50-numa.conf", unit_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the file system is full; free space and retry"),
+                                         (errno.EROFS, "the file system is mounted read-only")])
+def test_write_failure_names_the_unit_and_says_what_to_do(tmp_path, monkeypatch, code, words):
+    def failing(source, destination):
         if "b.service" in destination:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         os.rename(source, destination)
 
-    monkeypatch.setattr(numa.os, "replace", disk_full)
+    monkeypatch.setattr(numa.os, "replace", failing)
     dropins = DropinSet({"a.service": "x\n", "b.service": "y\n"}, "50-numa.conf", unit_dir=str(tmp_path))
-    with pytest.raises(NumaError, match=r'^units\["b.service"\]: cannot write .*/b.service.d/50-numa.conf: No space left on device$'):
-        dropins.apply()
-    assert dropins.written == ["a.service"]
+    first, second = dropins.changed
+    first.write()
+    with pytest.raises(NumaError, match=rf'^units\["b.service"\]: cannot write .*/b.service.d/50-numa.conf: {words}$'):
+        second.write()
+    assert (tmp_path / "a.service.d" / "50-numa.conf").read_text() == "x\n"
     assert os.listdir(tmp_path / "b.service.d") == []  # the temporary file is gone
 
 
@@ -254,3 +289,23 @@ def test_systemd_older_than_243_is_refused(version, accepted):
     else:
         with pytest.raises(NumaError, match=f"systemd {version} on this host ignores NUMAPolicy="):
             check_systemd_version(version)
+
+
+# ---------------------------------------------------------------------------------- a task's options
+@pytest.mark.parametrize("options, message", [
+    ({"dropin_name": "numa"}, r"^dropin_name: 'numa' must be a file name ending in \.conf"),
+    ({"dropin_name": "../x.conf"}, r"^dropin_name: '\.\./x\.conf' must be a file name"),
+    ({"units": {"app.timer": {"strategy": "default"}}}, r'^units\["app.timer"\]: only units that run processes'),
+    ({"units": {7: {"strategy": "default"}}}, r"^units\[\"7\"\]: a unit name must be a non-empty string"),
+    ({"job_timeout": 0}, r"^job_timeout: 0 is not a number of seconds to wait \(1 or more\)"),
+])
+def test_bad_options_are_refused_before_the_lock_and_before_systemd_is_asked(tmp_path, options, message):
+    params = dict(units={"app.service": {"strategy": "default"}}, state="present", restart=True,
+                  dropin_name=numa.DEFAULT_DROPIN, sysfs_root=str(tmp_path), job_timeout=90, lock_timeout=5)
+    params.update(options)
+    ledger = Ledger(str(tmp_path / "ledger"))
+    # No client: a refusal must come before the first question to systemd.
+    with pytest.raises(NumaError, match=message) as refused:
+        place_units(None, ledger, params, False, pytest.fail)
+    assert refused.value.details == {"changed": False, "entry": None}
+    assert not os.path.exists(ledger.directory)
