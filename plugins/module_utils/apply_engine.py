@@ -248,7 +248,8 @@ class StateApplier:
                 jobs = []
         if jobs:
             progress["attempted"] = [{"unit": name, "action": verb} for name, verb in jobs]
-            for name, error in self.client.run_jobs(jobs, self.job_timeout).items():
+            starting = [live[name].object_path for name, verb in jobs if verb == "start"]
+            for name, error in self.client.run_jobs(jobs, self.job_timeout, object_paths=starting).items():
                 failures[name] = f"{unit_path(name)}: {error}"
                 pending[name] = []
             jobs = [(name, verb) for name, verb in jobs if name not in failures]

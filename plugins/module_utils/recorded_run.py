@@ -104,6 +104,10 @@ class RecordedRun:
             reason = f"{type(exc).__name__}: {reason}"
         try:
             self.record(dict(self.progress, error=reason))
+            if isinstance(exc, OpdbusError):
+                # The task result says what the ledger says: whatever progress lists did happen.
+                exc.details.update(changed=any(self.progress.values()), entry=self.entry,
+                                   checkpoint=self.entry["checkpoint"])
         except (OpdbusError, ValueError) as failure:
             raise LedgerError(
                 f"{reason}; and the ledger could not record this run's outcome ({failure}), so the next run "

@@ -226,7 +226,8 @@ class SystemdClient:
                 arguments = reply.get_args_list()
                 results.append(dbus.DBusException(arguments[0] if arguments else "", name=reply.get_error_name()))
             else:
-                results.append(reply.get_args_list()[0])
+                arguments = reply.get_args_list()
+                results.append(arguments[0] if arguments else None)
         return results
 
     def _get_properties(self, requests):
@@ -275,8 +276,11 @@ class SystemdClient:
             if failed is not None:
                 raise SystemdError(f"reading the start conditions of {unit.name}: {failed.get_dbus_message()}")
             result, timestamp, conditions, refuse_start, refuse_stop = row
+            # Each condition's own result lasts only until the next daemon-reload, the overall one
+            # as long as the unit stays loaded: without the former, name every condition.
+            failed = [condition for condition in conditions if int(condition[4]) < 0] or conditions
             unmet = [_condition_text(str(kind), bool(trigger), bool(negate), str(parameter))
-                     for kind, trigger, negate, parameter, state in conditions if int(state) < 0]
+                     for kind, trigger, negate, parameter, _state in failed]
             unit.job_facts = JobFacts(bool(result), int(timestamp) > 0, unmet, bool(refuse_start), bool(refuse_stop))
 
     def config_dir(self):
@@ -329,15 +333,17 @@ class SystemdClient:
 
     def failure_details(self, unit):
         """Why a unit is not running, as ``key=value`` words: its start conditions and, for services, Result."""
-        queries = [(UNIT_INTERFACE, "ConditionResult"), (UNIT_INTERFACE, "AssertResult")]
+        queries = [(UNIT_INTERFACE, name) for name in ("ConditionResult", "ConditionTimestampMonotonic", "AssertResult",
+                                                         "AssertTimestampMonotonic")]
         if unit.name.endswith(".service"):
             queries.append((SERVICE_INTERFACE, "Result"))
         replies = self._get_properties([(unit.object_path, interface, name) for interface, name in queries])
         values = {name: reply for (_interface, name), reply in zip(queries, replies) if not isinstance(reply, Exception)}
         details = []
-        if values.get("ConditionResult") is not None and not values["ConditionResult"]:
+        # A result counts only once systemd has evaluated it (both default to false until then).
+        if values.get("ConditionTimestampMonotonic") and not values.get("ConditionResult", True):
             details.append("a start condition was not met (see systemctl status)")
-        if values.get("AssertResult") is not None and not values["AssertResult"]:
+        if values.get("AssertTimestampMonotonic") and not values.get("AssertResult", True):
             details.append("a start assertion failed")
         if "Result" in values:
             details.append(f"result={values['Result']}")
@@ -368,18 +374,24 @@ class SystemdClient:
         self._call("Reload")
 
     # ------------------------------------------------------------------ jobs
-    def run_jobs(self, requests, timeout):
+    def run_jobs(self, requests, timeout, object_paths=None):
         """Queue ``(unit name, "start"|"stop"|"restart")`` jobs in mode ``replace``; wait until all finished.
+
+        OBJECT_PATHS are units to keep loaded for this connection's lifetime (see below).
 
         Returns ``{unit name: error message}`` for jobs that could not be queued or did not finish
         within TIMEOUT seconds; the caller judges success by re-reading the units' states.
         """
         methods = {"start": "StartUnit", "stop": "StopUnit", "restart": "RestartUnit"}
-        messages = [self._message(SYSTEMD_PATH, MANAGER_INTERFACE, methods[verb], "ss", name, "replace")
-                    for name, verb in requests]
+        # A unit nothing references is unloaded soon after a start that its conditions skipped,
+        # and with it the condition result the caller reads next. A bus client's Ref keeps it
+        # loaded until this connection closes (systemd >= 235; older ones answer with an error).
+        references = [self._message(path, UNIT_INTERFACE, "Ref") for path in object_paths or ()]
+        messages = references + [self._message(SYSTEMD_PATH, MANAGER_INTERFACE, methods[verb], "ss", name, "replace")
+                                 for name, verb in requests]
         errors = {}
         jobs = {}
-        for (name, verb), reply in zip(requests, self._pipelined(messages)):
+        for (name, verb), reply in zip(requests, self._pipelined(messages)[len(references):]):
             if isinstance(reply, Exception):
                 errors[name] = f"{verb} refused: {reply.get_dbus_message()}"
             else:

@@ -54,14 +54,17 @@ def test_the_intent_reaches_the_disk_before_head_json_is_updated(tmp_path):
 
 def test_an_exception_after_the_intent_still_records_the_outcome(tmp_path):
     ledger = Ledger(str(tmp_path))
-    with pytest.raises(OpdbusError, match="daemon-reload failed"):
+    with pytest.raises(OpdbusError, match="daemon-reload failed") as failed:
         with RecordedRun(ledger, "apply") as run:
             run.intend(PLANNED)
             run.progress["actions"] = [PLANNED[0]]
             raise OpdbusError("daemon-reload failed")
+    # The task result says the run changed something, and which entry recorded it.
+    assert failed.value.details["changed"] is True and failed.value.details["entry"]["seq"] == 1
     outcome = ledger.last_entry()
     assert outcome["action"] == "apply"
     assert outcome["changes"] == {"actions": [PLANNED[0]], "error": "daemon-reload failed", "intent": 0}
+    assert run.entry["seq"] == outcome["seq"]
     assert ledger.verify()["interrupted"] == []
 
 
