@@ -474,7 +474,7 @@ class SnapshotManager:
         self.store = BlobStore(self.ledger.directory)
         self.btrfs = btrfs
         self.runs = []
-        self.notes = []
+        self.notes = []  # warnings of this module's own, besides those of the runs
 
     @property
     def warnings(self):
@@ -634,6 +634,8 @@ class SnapshotManager:
             raise SnapshotError("refusing to delete BTRFS snapshots that the ledger records where this module puts "
                                 "none: " + "; ".join(unsafe) + ". Nothing was changed; investigate (the ledger may have "
                                 "been rewritten: check it against the checkpoint kept on the controller)", unsafe=unsafe)
+        # A record that names no path cannot be deleted; say so rather than leave it unnoticed.
+        self.notes += [f"{note['detail']} (removed all the same)" for note in history.notes if note["seq"] in gone]
         result = {"changed": bool(removed or blobs or btrfs), "removed": [point.as_dict(self.store) for point in removed],
                   "deleted": {"blobs": blobs, "btrfs": btrfs}, "entry": None}
         if check_mode or not result["changed"]:

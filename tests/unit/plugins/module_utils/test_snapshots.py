@@ -624,3 +624,10 @@ def test_recorded_btrfs_snapshots_that_are_gone_are_no_obstacle(manager, tmp_pat
                                            "directory": str(tmp_path)})["seq"]
     result = manager.delete(str(point))
     assert result["entry"]["changes"]["removed"] == [point] and result["deleted"]["btrfs"] == []
+
+
+def test_a_removed_restore_point_with_an_unreadable_btrfs_record_is_removed_with_a_warning(manager):
+    point = btrfs_snapshot_entry(manager, "not a record")["seq"]
+    result = manager.delete(str(point))
+    assert result["entry"]["changes"]["removed"] == [point]
+    assert manager.warnings == [f"entry {point}: btrfs[0] names no snapshot path; ignored (removed all the same)"]
