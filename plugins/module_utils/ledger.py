@@ -51,8 +51,6 @@ _HEAD_KEYS = frozenset(("version", "origin", "size", "length", "root", "frontier
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
-_INTENT_PREFIX = b'{"action":"%s",' % INTENT_ACTION.encode()
-_OUTCOME_MARK = b'"intent":'
 _sha256 = hashlib.sha256
 # Below this many lines a second process costs more than it saves.
 _PARALLEL_MIN_LINES = 20000
@@ -259,6 +257,20 @@ class _Findings:
         self.items = []
         self.more = {}
         self._first = {}
+        # Runs, noted from the entries as they are checked: intents by seq, and for each intent
+        # seq the first entry that names it as its intent (its outcome, or an interrupted entry).
+        self.intents = {}
+        self.outcomes = {}
+
+    def note_entry(self, seq, entry):
+        if entry.get("action") == INTENT_ACTION:
+            self.intents[seq] = entry
+            return
+        changes = entry.get("changes")
+        if type(changes) is dict:
+            intent = changes.get("intent")
+            if intent is not None and _is_int(intent) and intent not in self.outcomes:
+                self.outcomes[intent] = entry
 
     def add(self, seq, kind, detail):
         if kind in self._first:
@@ -268,12 +280,33 @@ class _Findings:
         self._first[kind] = item
         self.items.append(item)
 
-    def merge(self, items, more):
-        """Add the findings of a later stretch of the ledger checked separately."""
+    def merge(self, items, more, intents, outcomes):
+        """Add the findings of a later stretch of the ledger checked separately (keys arrive as JSON strings)."""
         for item in items:
             self.add(item["seq"], item["kind"], item["detail"])
         for kind, count in more.items():
             self.more[kind] = self.more.get(kind, 0) + count
+        self.intents.update((int(seq), entry) for seq, entry in intents.items())
+        for seq, entry in outcomes.items():
+            self.outcomes.setdefault(int(seq), entry)
+
+    def interrupted(self):
+        """Runs whose intent no outcome of their own followed, oldest first.
+
+        Each is ``{seq, action, planned, time, resolved_by}``: ``resolved_by`` is the seq of the
+        ``interrupted`` entry a later run appended for it, or None while no run has come since.
+        """
+        runs = []
+        for seq, intent in sorted(self.intents.items()):
+            outcome = self.outcomes.get(seq)
+            if outcome is not None and outcome.get("action") != INTERRUPTED_ACTION:
+                continue
+            changes = intent.get("changes") if isinstance(intent.get("changes"), dict) else {}
+            runs.append({"seq": seq, "action": changes.get("for"), "planned": changes.get("planned", []),
+                         "time": intent.get("time"), "resolved_by": outcome.get("seq") if outcome else None,
+                         "detail": "interrupted run: the actions it planned may have happened, in part or in full; "
+                                   "the entries after it record the state that later runs found"})
+        return runs
 
     def result(self):
         for kind, count in self.more.items():
@@ -918,11 +951,14 @@ def _scan(lines, frontier, leaves, findings):
 
 def _check_lines(lines, roots, position, findings):
     check = _check_line
+    note = findings.note_entry
     for raw, root in zip(lines, roots):
         entry, problems = check(raw, position, root.hex())
         if problems:
             for kind, detail in problems:
                 findings.add(position, kind, detail)
+        if entry is not None:
+            note(position, entry)
         position += 1
 
 
@@ -948,7 +984,7 @@ def _scan_in_two_processes(lines, leaves, frontier, findings):
         theirs = _Findings()
         start.extend(leaves[:half])
         _check_lines(lines[half:], start.extend_with_roots(leaves[half:]), first + half, theirs)
-        return [theirs.items, theirs.more]
+        return [theirs.items, theirs.more, theirs.intents, theirs.outcomes]
 
     wait = _start_forked(second_half)
     try:
@@ -1029,7 +1065,6 @@ def _verify_snapshot(snapshot, anchor):
     _scan(layout.lines, frontier, leaves, findings)
     if head is not None:
         _check_head(head, layout, frontier, findings)
-    residue = extra = None
     if layout.tail:
         residue = _Residue(layout.tail, frontier)
         if residue.foreign:
@@ -1044,10 +1079,7 @@ def _verify_snapshot(snapshot, anchor):
 
     checkpoint = {"origin": head.origin if head is not None else None, "size": frontier.size,
                   "root": frontier.root().hex()}
-    accepted = layout.lines
-    if residue is not None:
-        accepted = accepted + (extra if residue.foreign else residue.lines)
-    result = {"checkpoint": checkpoint, "recoverable": recoverable, "interrupted": _interrupted_runs(accepted)}
+    result = {"checkpoint": checkpoint, "recoverable": recoverable, "interrupted": findings.interrupted()}
     if anchor is not None:
         proof = _check_anchor(anchor, checkpoint, leaves, findings)
         if proof is not None:
@@ -1055,47 +1087,6 @@ def _verify_snapshot(snapshot, anchor):
     problems = findings.result()
     result.update(valid=not problems, problems=problems)
     return result
-
-
-def _parsed(raw):
-    try:
-        entry = _DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-def _interrupted_runs(lines):
-    """Runs whose intent no outcome of their own followed, oldest first.
-
-    Each is ``{seq, action, planned, time, resolved_by}``: ``resolved_by`` is the seq of the
-    ``interrupted`` entry a later run appended for it, or None while no run has come since.
-    Only lines that can be intents or outcomes are parsed (canonical JSON puts ``action`` first,
-    and an outcome names its intent under the key ``intent``), so this costs little.
-    """
-    intents = {}
-    outcomes = {}
-    for seq, raw in enumerate(lines):
-        if raw.startswith(_INTENT_PREFIX):
-            entry = _parsed(raw)
-            if entry is not None:
-                intents[seq] = entry
-        elif _OUTCOME_MARK in raw:
-            entry = _parsed(raw)
-            changes = entry.get("changes") if entry is not None else None
-            if isinstance(changes, dict) and _is_int(changes.get("intent")):
-                outcomes.setdefault(changes["intent"], entry)
-    runs = []
-    for seq, intent in sorted(intents.items()):
-        outcome = outcomes.get(seq)
-        if outcome is not None and outcome.get("action") != INTERRUPTED_ACTION:
-            continue
-        changes = intent.get("changes") if isinstance(intent.get("changes"), dict) else {}
-        runs.append({"seq": seq, "action": changes.get("for"), "planned": changes.get("planned", []),
-                     "time": intent.get("time"), "resolved_by": outcome.get("seq") if outcome else None,
-                     "detail": "interrupted run: the actions it planned may have happened, in part or in full; "
-                               "the entries after it record the state that later runs found"})
-    return runs
 
 
 def _check_head(head, layout, frontier, findings):

@@ -8,7 +8,9 @@ Run with the collection importable, e.g. from the collection root:
     PYTHONPATH=/path/to/dir/holding/ansible_collections python tests/bench/bench_ledger.py
 
 (a) verifying a 100k-entry ledger, against only SHA-256-hashing its lines as leaves;
-(b) durable appends, against os.write + os.fsync of lines of the same sizes on the same file system.
+(b) durable appends, against os.write + os.fsync of lines of the same sizes on the same file system;
+(c) what the write-ahead intent costs a run that changes something: syncs and time of a recorded
+    run (intent, then outcome) against a single append of its outcome (target: one extra sync).
 Each measurement is the best of a few runs, which on a shared machine is the least disturbed one.
 Exits 1 when a target is missed.
 """
@@ -27,10 +29,12 @@ import time
 
 from ansible_collections.opdbus.fleet.plugins.module_utils import ledger as ledger_module
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import entry_lines, sample_changes, write_ledger
 
 VERIFY_TARGET = 100000.0
 APPEND_TARGET_RATIO = 0.25
+INTENT_EXTRA_SYNCS = 1
 
 
 def best_rate(count, run, repeat):
@@ -108,6 +112,55 @@ def bench_append(workdir, appends, repeat):
     return rates
 
 
+class SyncCounter:
+    """Counts fsync and fdatasync calls made inside the block (the ledger's own, not an estimate)."""
+
+    def __enter__(self):
+        self.count = 0
+        self._originals = os.fsync, os.fdatasync
+
+        def counting(original):
+            def call(fd):
+                self.count += 1
+                return original(fd)
+            return call
+
+        os.fsync, os.fdatasync = (counting(original) for original in self._originals)
+        return self
+
+    def __exit__(self, *exc):
+        os.fsync, os.fdatasync = self._originals
+
+
+def bench_intent(workdir, runs):
+    """Syncs and seconds per run: a recorded run (intent + outcome) against one bare append."""
+    planned = [{"unit": "bench-%03d.service" % index, "action": "start"} for index in range(20)]
+    changes = {"units": sample_changes(random.Random(6962))}
+    bare = Ledger(os.path.join(workdir, "bare"))
+    recorded = Ledger(os.path.join(workdir, "recorded"))
+    bare.append("apply", changes)
+    recorded.append("apply", changes)
+
+    def one_bare():
+        bare.append("apply", changes)
+
+    def one_recorded():
+        with RecordedRun(recorded, "apply") as run:
+            run.intend(planned)
+            run.record(changes)
+
+    result = {}
+    for name, work in (("bare", one_bare), ("recorded", one_recorded)):
+        with SyncCounter() as counter:
+            work()
+        result[name + "_syncs"] = counter.count
+        started = time.perf_counter()
+        for _run in range(runs):
+            work()
+        result[name + "_ms"] = (time.perf_counter() - started) * 1000 / runs
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="/var/tmp",
@@ -121,6 +174,7 @@ def main():
     try:
         verify = bench_verify(workdir, options.entries, options.repeat)
         append = bench_append(workdir, options.appends, options.repeat)
+        intent = bench_intent(workdir, 200)
     finally:
         shutil.rmtree(workdir)
 
@@ -128,6 +182,8 @@ def main():
     verify_ok = verify["verify"] >= VERIFY_TARGET
     append_ratio = append["append"] / append["raw"]
     append_ok = append_ratio >= APPEND_TARGET_RATIO
+    extra_syncs = intent["recorded_syncs"] - intent["bare_syncs"]
+    intent_ok = extra_syncs <= INTENT_EXTRA_SYNCS
     rows = [
         ("verify %d entries (%.0f B/line, %d CPU)" % (options.entries, verify["line_bytes"], cpus),
          "%.0f entries/s" % verify["verify"], "%.0f/s" % verify["raw"],
@@ -138,14 +194,17 @@ def main():
         ("durable append x%d" % options.appends, "%.0f appends/s" % append["append"],
          "%.0f/s" % append["raw"], "%.3f" % append_ratio, ">= %.2f x raw" % APPEND_TARGET_RATIO,
          "PASS" if append_ok else "FAIL"),
+        ("recorded run: intent + outcome", "%d syncs, %.2f ms" % (intent["recorded_syncs"], intent["recorded_ms"]),
+         "%d syncs, %.2f ms" % (intent["bare_syncs"], intent["bare_ms"]), "+%d sync" % extra_syncs,
+         "<= +%d sync" % INTENT_EXTRA_SYNCS, "PASS" if intent_ok else "FAIL"),
     ]
     header = ("measurement", "ledger", "raw", "ratio", "target", "")
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print("raw: verify = sha256(0x00 || line) of the same lines; append = os.write + os.fsync of the same sizes "
-          "in %s" % options.dir)
-    return 0 if verify_ok and append_ok else 1
+          "in %s; recorded run: against one bare append of the same outcome" % options.dir)
+    return 0 if verify_ok and append_ok and intent_ok else 1
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ import textwrap
 import pytest
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, LedgerError
+from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, LedgerError, canonical_json
+from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import Frontier, leaf_hash
 from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import write_ledger
 
 PLANNED = [{"unit": "a.service", "action": "start"}, {"unit": "b.service", "action": "mask"}]
 
@@ -165,3 +167,36 @@ def test_last_entry_finds_long_lines_and_residue(tmp_path):
     assert ledger.last_entry() == {key: value for key, value in second.items() if key not in ("checkpoint", "recovered")}
     ledger.append("intent", {"for": "apply", "planned": []}, defer_head=True)
     assert Ledger(str(tmp_path)).last_entry()["action"] == "intent"
+
+
+def chained_lines(actions):
+    """Canonical entry lines of a valid ledger with the given (action, changes) pairs."""
+    frontier = Frontier()
+    lines = []
+    for seq, (action, changes) in enumerate(actions):
+        line = canonical_json({"action": action, "actor": "root", "changes": changes, "host": "host1",
+                               "prev_root": frontier.root().hex(), "seq": seq, "state_sha256": None,
+                               "time": "2026-12-01T00:00:00.000000Z"})
+        frontier.append(leaf_hash(line))
+        lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("size", [40, 30000])  # 30000 lines are verified in two processes
+def test_interrupted_runs_are_found_in_both_halves_of_a_large_ledger(tmp_path, size):
+    actions = []
+    for seq in range(size):
+        if seq in (3, size - 7):  # an interrupted run, closed by the next run
+            actions.append(("intent", {"for": "apply", "planned": []}))
+        elif seq in (4, size - 6):
+            actions.append(("interrupted", {"intent": seq - 1, "for": "apply"}))
+        elif seq % 10 == 0:
+            actions.append(("intent", {"for": "apply", "planned": []}))
+        elif seq % 10 == 1:
+            actions.append(("apply", {"intent": seq - 1, "units": []}))
+        else:
+            actions.append(("snapshot", {"units": 1}))
+    write_ledger(str(tmp_path), chained_lines(actions))
+    verification = Ledger(str(tmp_path)).verify()
+    assert verification["valid"]
+    assert [(run["seq"], run["resolved_by"]) for run in verification["interrupted"]] == [(3, 4), (size - 7, size - 6)]
