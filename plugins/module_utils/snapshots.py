@@ -532,7 +532,7 @@ class SnapshotManager:
                 run.intend([{"btrfs_snapshot": item["snapshot"], "source": item["source"]} for item in planned])
             taken = self._take_btrfs(planned, run.progress)
             entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
-        point, _notes = RestorePoint.from_entry(entry)
+        point = RestorePoint.from_entry(entry)[0]
         return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry}
 
     def units_to_snapshot(self, names):
@@ -614,7 +614,8 @@ class SnapshotManager:
         leftovers = list(history.removed.values())
         self.store.check_directory()
         on_disk = set(self.store.digests())
-        candidates = on_disk if orphans else {point.digest for point in removed} | {p.digest for p, _ in leftovers}
+        candidates = on_disk if orphans else ({point.digest for point in removed}
+                                              | {point.digest for point, _removed_by in leftovers})
         blobs = sorted((candidates & on_disk) - kept_digests)
         resumes = {seq for point, seq in leftovers if point.digest in blobs}
         btrfs, unsafe = [], []
@@ -650,9 +651,10 @@ class SnapshotManager:
             for digest in blobs:
                 self.store.delete(digest)
         except OpdbusError as error:
+            details = dict(result)
+            details["changed"] = True
             raise SnapshotError(f"entry {entry['seq']} records this {entry['action']}, but deleting what it removes "
-                                f"failed: {error}. The next prune or delete deletes what is left",
-                                **dict(result, changed=True)) from None
+                                f"failed: {error}. The next prune or delete deletes what is left", **details) from None
         return result
 
     def _btrfs_disk_problem(self, record):

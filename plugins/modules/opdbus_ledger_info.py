@@ -24,7 +24,7 @@ description:
   - Crash residue (an append interrupted by a crash) is reported in RV(recoverable) and does not make
     the ledger invalid; the next change recorded on the host cleans it up.
   - It also checks every live restore point (a C(snapshot), C(apply) or C(rollback) entry that names
-    a stored state, see M(opdbus.fleet.opdbus_snapshot)): its blob must exist and decompress to bytes
+    a stored state, see M(opdbus.fleet.opdbus_snapshot)); its blob must exist and decompress to bytes
     that hash to the entry's C(state_sha256). A missing or damaged blob is a problem (C(blob_missing),
     C(blob_corrupt)); restore points that a prune or delete removed are counted in RV(pruned), since
     their blobs are meant to be gone.

@@ -9,9 +9,10 @@ module: opdbus_snapshot
 short_description: Take, restore, prune and delete restore points of systemd state, recorded in the ledger
 version_added: 0.1.0
 description:
-  - A restore point is a ledger entry that names a stored state: every snapshot this module takes,
-    and every C(apply) (M(opdbus.fleet.opdbus_state)) and C(rollback) entry that changed something,
-    since the apply engine stores the state each changing run leaves. Its id is the C(seq) of its entry.
+  - A restore point is a ledger entry that names a stored state. Every snapshot this module takes is
+    one, and so is every C(apply) (M(opdbus.fleet.opdbus_state)) and C(rollback) entry that changed
+    something, since the apply engine stores the state each changing run leaves. Its id is the C(seq)
+    of its entry.
     States are stored zstd-compressed under the SHA-256 of their content in C(snapshots/) of the
     ledger directory, so identical states are stored once.
   - V(present) takes a snapshot of the live state of systemd units (running, enabled, masked) as a
@@ -62,8 +63,8 @@ options:
   units:
     description:
       - Units to snapshot. Defaults to the units declared in O(state_file) when it exists, else
-        every unit a restore can bring back: loaded units that have unit files (no scopes, slices,
-        devices, transient, generated, alias or not-found units).
+        every unit a restore can bring back, that is, loaded units that have unit files (no scopes,
+        slices, devices, transient, generated, alias or not-found units).
     type: list
     elements: str
   retention:

@@ -370,7 +370,7 @@ def test_a_reused_blob_is_checked_and_a_damaged_one_written_again(tmp_path):
 
 
 @pytest.mark.parametrize("damage, kind, message", [
-    (lambda path: os.unlink(path), "blob_missing", "is missing"),
+    (os.unlink, "blob_missing", "is missing"),
     (lambda path: open(path, "wb").write(b"not zstd at all"), "blob_corrupt", "not zstd data"),
     (lambda path: open(path, "wb").write(b""), "blob_corrupt", "its content hashes to"),
     (lambda path: (os.unlink(path), os.symlink("/etc/hostname", path)), "blob_corrupt", "is a symbolic link"),
