@@ -42,6 +42,8 @@ RUN_LOCK_FILE = "run.lock"
 DEFAULT_RUN_LOCK_TIMEOUT = 120.0
 # The action of the entry a run appends before its first change (see RecordedRun).
 INTENT_ACTION = "intent"
+# What to do about damage, in every message that finds some.
+INVESTIGATE = "verify the ledger with the opdbus.fleet.opdbus_ledger_info module, which lists every problem, and investigate"
 INTERRUPTED_ACTION = "interrupted"
 FORMAT_VERSION = 1
 ENTRY_FIELDS = ("action", "actor", "changes", "host", "prev_root", "seq", "state_sha256", "time")
@@ -522,7 +524,7 @@ class Ledger:
             except FileNotFoundError:
                 return {"origin": None, "size": 0, "root": _EMPTY_ROOT_HEX}
             except ValueError as exc:
-                raise LedgerError("%s; run `opdbus ledger verify` and investigate" % exc) from None
+                raise LedgerError("%s; %s" % (exc, INVESTIGATE)) from None
             except OSError as exc:
                 raise _oserror("read", self.head_path, exc) from None
             tail = self._read_tail(head)
@@ -562,7 +564,7 @@ class Ledger:
             except FileNotFoundError:
                 return None
             except ValueError as exc:
-                raise LedgerError("%s; run `opdbus ledger verify` and investigate" % exc) from None
+                raise LedgerError("%s; %s" % (exc, INVESTIGATE)) from None
             except OSError as exc:
                 raise _oserror("read", self.head_path, exc) from None
             tail = self._read_tail(head)
@@ -734,12 +736,11 @@ class Ledger:
                 return known[2], []
             head = _Head.parse(_read_file(self.head_path))
             if head.frontier.root() != head.root:
-                raise LedgerError("head.json's root does not match its frontier; refusing to append. "
-                                  "Run `opdbus ledger verify` and investigate")
+                raise LedgerError("head.json's root does not match its frontier; refusing to append: " + INVESTIGATE)
         except FileNotFoundError:
             return self._initialise(), []
         except ValueError as exc:
-            raise LedgerError("%s; refusing to append. Run `opdbus ledger verify` and investigate" % exc) from None
+            raise LedgerError("%s; refusing to append: %s" % (exc, INVESTIGATE)) from None
         except OSError as exc:
             raise _oserror("read", self.head_path, exc) from None
         tail = self._read_tail(head)
@@ -748,8 +749,7 @@ class Ledger:
         residue = _Residue(tail, head.frontier)
         if residue.foreign:
             raise LedgerError("ledger.jsonl holds %d bytes after the %d entries head.json covers that no interrupted "
-                              "append explains; refusing to append. Run `opdbus ledger verify` and investigate"
-                              % (len(tail), head.size))
+                              "append explains; refusing to append: %s" % (len(tail), head.size, INVESTIGATE))
         if residue.torn:
             try:
                 fd = os.open(self.ledger_path, os.O_WRONLY | os.O_CLOEXEC)
@@ -772,16 +772,16 @@ class Ledger:
                 size = os.fstat(handle.fileno()).st_size
                 if size < head.length:
                     raise LedgerError("ledger.jsonl is %d bytes but head.json covers %d: acknowledged entries were "
-                                      "removed. Run `opdbus ledger verify` and investigate" % (size, head.length))
+                                      "removed; %s" % (size, head.length, INVESTIGATE))
                 if head.length:
                     handle.seek(head.length - 1)
                     if handle.read(1) != b"\n":
                         raise LedgerError("the end head.json records is not at a line boundary of ledger.jsonl: "
-                                          "the file was modified. Run `opdbus ledger verify` and investigate")
+                                          "the file was modified; " + INVESTIGATE)
                 return handle.read()
         except FileNotFoundError:
-            raise LedgerError("ledger.jsonl is missing although head.json records %d entries. Run "
-                              "`opdbus ledger verify` and investigate" % head.size) from None
+            raise LedgerError("ledger.jsonl is missing although head.json records %d entries; %s"
+                              % (head.size, INVESTIGATE)) from None
         except OSError as exc:
             raise _oserror("read", self.ledger_path, exc) from None
 
@@ -789,7 +789,7 @@ class Ledger:
         try:
             if os.path.getsize(self.ledger_path):
                 raise LedgerError("head.json is missing although ledger.jsonl holds data; refusing to start a new "
-                                  "ledger over it. Run `opdbus ledger verify` and investigate")
+                                  "ledger over it: " + INVESTIGATE)
         except FileNotFoundError:
             pass
         except OSError as exc:
