@@ -269,7 +269,7 @@ class _Findings:
             self.intents[seq] = entry
             return
         changes = entry.get("changes")
-        if type(changes) is dict:
+        if isinstance(changes, dict):
             intent = changes.get("intent")
             if intent is not None and _is_int(intent) and intent not in self.outcomes:
                 self.outcomes[intent] = entry

@@ -333,8 +333,8 @@ class SystemdClient:
 
     def failure_details(self, unit):
         """Why a unit is not running, as ``key=value`` words: its start conditions and, for services, Result."""
-        queries = [(UNIT_INTERFACE, name) for name in ("ConditionResult", "ConditionTimestampMonotonic", "AssertResult",
-                                                         "AssertTimestampMonotonic")]
+        names = ("ConditionResult", "ConditionTimestampMonotonic", "AssertResult", "AssertTimestampMonotonic")
+        queries = [(UNIT_INTERFACE, name) for name in names]
         if unit.name.endswith(".service"):
             queries.append((SERVICE_INTERFACE, "Result"))
         replies = self._get_properties([(unit.object_path, interface, name) for interface, name in queries])

@@ -16,7 +16,7 @@ description:
     waiting for each job to finish and re-reading the unit afterwards.
   - One call handles any number of units. Every unit is checked before anything is changed, so an
     invalid document, a unit declared active or enabled that does not exist, or an action systemd
-    would refuse changes nothing. Refused while planning: masking a unit whose own file is in
+    would refuse changes nothing. Refused while planning are masking a unit whose own file is in
     C(/etc/systemd/system) (systemd masks by putting a symlink there), enabling or disabling a unit
     without an C([Install]) section or with a broken unit file, starting a unit whose load state is
     C(error) or C(bad-setting) or that sets C(RefuseManualStart=yes) (C(RefuseManualStop=yes) for
@@ -24,7 +24,7 @@ description:
   - For each unit the order is unmask, enable or disable, daemon-reload (also when a unit reports
     C(NeedDaemonReload)), start or stop, mask.
   - Every run that changes something records it in the host's tamper-evident ledger (see
-    M(opdbus.fleet.opdbus_ledger_info)): an C(intent) entry with the planned actions before the first
+    M(opdbus.fleet.opdbus_ledger_info)), an C(intent) entry with the planned actions before the first
     change, then one C(apply) entry listing each unit's actions and its state before and after,
     the files written, and the SHA-256 of the resulting state, which is kept as a restore point
     (M(opdbus.fleet.opdbus_snapshot) O(opdbus.fleet.opdbus_snapshot#module:state=restored) with the
@@ -58,7 +58,7 @@ notes:
     (bluetooth on a machine without an adapter, say) is reported in RV(conditions_unmet), not
     failed; once systemd has found the condition unmet, no further start is tried (systemd starts
     the unit itself when what it waits for appears). A failed C(Assert*=) is a failure.
-  - Check mode predicts the real run (actions, files, diff), with one exception it cannot know: a
+  - Check mode predicts the real run (actions, files, diff), with one exception it cannot know, a
     start whose conditions systemd has never evaluated is predicted to run, and the real run may
     then report it in RV(conditions_unmet) instead.
 seealso:

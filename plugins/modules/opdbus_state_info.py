@@ -81,8 +81,8 @@ drift:
       (desired and actual values) and the C(actions) M(opdbus.fleet.opdbus_state) would run.
     - A unit that cannot be brought to its declaration (for example one declared active that is
       not installed) has a C(problem).
-    - What M(opdbus.fleet.opdbus_state) would leave as it is is not drift: a unit that is not
-      installed and declared inactive or disabled (see RV(absent)), and a unit declared active whose
+    - What M(opdbus.fleet.opdbus_state) would leave as it is is not drift, so neither a unit that is not
+      installed and declared inactive or disabled (see RV(absent)) nor a unit declared active whose
       start conditions systemd found unmet (see RV(conditions_unmet)).
     - Empty when no document is given.
   returned: always

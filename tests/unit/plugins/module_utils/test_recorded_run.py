@@ -130,7 +130,7 @@ def test_a_killed_run_is_reported_and_closed_by_the_next_run(tmp_path):
 
 def test_every_interrupted_run_stays_listed_by_seq(tmp_path):
     ledger = Ledger(str(tmp_path))
-    for _ in range(3):
+    for _attempt in range(3):
         kill_a_run_after_its_intent(tmp_path)
         with RecordedRun(ledger, "apply") as run:
             run.intend(PLANNED)
