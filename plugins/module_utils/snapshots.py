@@ -489,6 +489,16 @@ class SnapshotManager:
         self.runs.append(run)
         return run
 
+    def _verified_run(self, action, check_mode, purpose):
+        """A run for a destructive step, after the ledger verified; refuses PURPOSE otherwise.
+
+        Verified before the run starts, because starting it records the close of an interrupted
+        earlier run, and a refusal must change nothing; and again in the run (``_verified_history``),
+        since what the step acts on is what the ledger holds once this run has the lock.
+        """
+        self._verified_history(purpose)
+        return self._run(action, check_mode)
+
     def _verified_history(self, purpose):
         """The history of a ledger that verifies; refuses PURPOSE (what the caller is about to do)."""
         with self.ledger.reading():
@@ -584,7 +594,7 @@ class SnapshotManager:
 
         Also deletes what earlier removals left on disk and blobs that no live restore point names.
         """
-        with self._run("prune", check_mode) as run:
+        with self._verified_run("prune", check_mode, "prune") as run:
             history = self._verified_history("prune")
             points = history.points()
             kept = retained_ids(points + ([pending] if pending else []), policy)
@@ -593,8 +603,9 @@ class SnapshotManager:
 
     def delete(self, wanted, check_mode=False):
         """Delete the restore point WANTED; an id that is already removed is no change."""
-        with self._run("delete_snapshot", check_mode) as run:
-            history = self._verified_history(f"delete restore point {wanted}")
+        purpose = f"delete restore point {wanted}"
+        with self._verified_run("delete_snapshot", check_mode, purpose) as run:
+            history = self._verified_history(purpose)
             point = history.find(wanted, removed_ok=True)
             result = self._remove(run, history, [point] if point else [], {}, check_mode, orphans=False)
         result["restore_point"] = result["removed"][0] if result["removed"] else None
@@ -675,8 +686,9 @@ class SnapshotManager:
         Returns ``(result fields, failed units)``. A blob whose content does not match its digest
         is refused before anything is touched.
         """
-        with self._run("rollback", check_mode) as run:
-            point = self._verified_history(f"restore {wanted}").find(wanted)
+        purpose = f"restore {wanted}"
+        with self._verified_run("rollback", check_mode, purpose) as run:
+            point = self._verified_history(purpose).find(wanted)
             try:
                 document = self.store.get(point.digest)
             except BlobProblem as problem:
