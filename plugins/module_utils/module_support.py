@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
     StateApplier, default_paths, load_document, plan_units)
+from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import drift, validate
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
@@ -32,8 +33,16 @@ def apply_argument_spec():
 
 
 def ledger_from_params(params):
-    """The Ledger named by ``ledger_path`` (default: the system ledger), and the lock timeout to use."""
-    return Ledger(params["ledger_path"] or DEFAULT_LEDGER_DIR), params["lock_timeout"]
+    """The Ledger named by ``ledger_path`` (default: the system ledger), once ``lock_timeout`` checks out."""
+    seconds(params, "lock_timeout", 0)
+    return Ledger(params["ledger_path"] or DEFAULT_LEDGER_DIR)
+
+
+def seconds(params, option, minimum):
+    """The value of a time-out OPTION, refused (before anything is done) when below MINIMUM."""
+    if params[option] < minimum:
+        raise OpdbusError(f"{option} must be {minimum} or more seconds, not {params[option]}")
+    return params[option]
 
 
 def document_from_params(params):
@@ -88,5 +97,5 @@ def build_applier(params):
     """The StateApplier for the module's scope, ledger and state file options (may raise SystemdError)."""
     default_state_file, default_ledger = default_paths(params["scope"])
     return StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
-                        state_file=params["state_file"] or default_state_file, job_timeout=params["job_timeout"],
-                        lock_timeout=params["lock_timeout"])
+                        state_file=params["state_file"] or default_state_file,
+                        job_timeout=seconds(params, "job_timeout", 1), lock_timeout=seconds(params, "lock_timeout", 0))

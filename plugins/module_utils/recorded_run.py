@@ -25,9 +25,11 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
 
 
 def describe_planned(planned, limit=8):
-    """A short text for planned actions (``{"unit", "action"}`` items or plain strings)."""
-    words = [f"{item.get('action')} {item.get('unit')}" if isinstance(item, dict) and "unit" in item else str(item)
-             for item in planned]
+    """A short text for planned actions: ``{"action", "unit"|"path"|"file"}`` items, or plain strings."""
+    words = []
+    for item in planned:
+        target = next((item[key] for key in ("unit", "path", "file") if key in item), None) if isinstance(item, dict) else None
+        words.append(f"{item.get('action', 'write')} {target}" if target is not None else str(item))
     more = f" and {len(words) - limit} more" if len(words) > limit else ""
     return ", ".join(words[:limit]) + more if words else "nothing recorded"
 

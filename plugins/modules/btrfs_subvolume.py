@@ -248,7 +248,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        ledger = ledger_from_params(module.params)[0]
+        ledger = ledger_from_params(module.params)
         result = manage_subvolume(BtrfsClient(module), ledger, module.params, module.check_mode, module.warn)
     except OpdbusError as error:
         module.fail_json(msg=str(error), **error.details)

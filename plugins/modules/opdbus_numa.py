@@ -232,7 +232,7 @@ def main():
     )
     require_dbus(module)
     try:
-        ledger = ledger_from_params(module.params)[0]
+        ledger = ledger_from_params(module.params)
         result = place_units(SystemdClient(), ledger, module.params, module.check_mode, module.warn)
     except OpdbusError as error:
         module.fail_json(msg=str(error), **error.details)

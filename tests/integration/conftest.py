@@ -41,8 +41,8 @@ def ansible(fleet):
 
     def run(program, *args, check=True):
         argv = [ansible_command(program), "-i", fleet.inventory_file, *args]
-        result = subprocess.run(argv, env=ansible_environment(), capture_output=True, text=True, timeout=900,
-                                check=False)
+        result = subprocess.run(argv, env=ansible_environment(), stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=900, check=False)
         if check and result.returncode != 0:
             pytest.fail(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
