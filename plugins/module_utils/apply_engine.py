@@ -78,7 +78,7 @@ def plan_units(client, desired):
         if jobs:
             client.fill_job_facts(jobs)
         client.fill_own_files([live[plan.name] for plan in recheck if "mask" in plan.actions and plan.name in live])
-        replanned = {plan.name: plan_unit(plan.name, plan.desired, live[plan.name]) for plan in recheck}
+        replanned = {plan.name: plan_unit(plan.name, plan.desired, live.get(plan.name)) for plan in recheck}
         plans = [replanned.get(plan.name, plan) for plan in plans]
     return plans, live
 
