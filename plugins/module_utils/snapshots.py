@@ -539,7 +539,8 @@ class SnapshotManager:
             except OSError as error:
                 raise host_file_error("write the snapshot blob in", self.store.directory, error) from None
             if planned:
-                run.intend([{"btrfs_snapshot": item["snapshot"], "source": item["source"]} for item in planned])
+                run.intend([{"action": "btrfs_snapshot", "path": item["snapshot"], "source": item["source"]}
+                            for item in planned])
             taken = self._take_btrfs(planned, run.progress)
             entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
         point = RestorePoint.from_entry(entry)[0]
