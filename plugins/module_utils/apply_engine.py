@@ -41,23 +41,6 @@ def default_paths(scope):
             os.path.join(xdg_home("XDG_STATE_HOME"), "op-dbus", "blockchain"))
 
 
-def load_document(src):
-    """Read a JSON state document from a file on the host; errors say which file and where."""
-    try:
-        with open(src, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise StateDocumentError([f"src: {src} does not exist on this host"]) from None
-    except OSError as error:
-        raise StateDocumentError([f"src: cannot read {src}: {error.strerror}"]) from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise StateDocumentError([f"src: {src} is not UTF-8 text"]) from None
-    except ValueError as error:
-        raise StateDocumentError([f"src: {src} is not valid JSON: {error}"]) from None
-
-
 def in_phase_order(actions):
     """ACTIONS (``{"unit", "action"}``) in the order apply runs them; stable within a phase."""
     return sorted(actions, key=lambda action: PHASES[action["action"]])
@@ -154,21 +137,23 @@ class StateApplier:
             raise StateDocumentError(problems)
         return plans, live
 
-    def check(self, document):
+    def check(self, document, persist=True):
         """What ``apply`` would do: its actions in the order it runs them, and the files it would write."""
         plans, live = self.plan(document)
-        return ApplyResult(plans, live, self._planned_actions(plans), {}, [], self._stale_state_files(document))
+        stale = self._stale_state_files(document) if persist else []
+        return ApplyResult(plans, live, self._planned_actions(plans), {}, [], stale)
 
-    def apply(self, document, run, ledger_extra=None):
+    def apply(self, document, run, ledger_extra=None, persist=True):
         """Apply DOCUMENT inside RUN (a RecordedRun); returns the ApplyResult, with the outcome ``entry``.
 
         A run with nothing to do records nothing. Otherwise the intent is recorded before the first
         change and the outcome after, including after a partial failure, so the ledger never misses
-        a change that did happen.
+        a change that did happen. With PERSIST false (a restore) the state files are left alone:
+        they hold the administrator's desired document, which a restore point does not replace.
         """
         plans, live = self.plan(document)
         planned = self._planned_actions(plans)
-        stale = self._stale_state_files(document)
+        stale = self._stale_state_files(document) if persist else []
         if not planned and not stale:
             return ApplyResult(plans, live, [], {}, [], [])
         if zstandard is None:
@@ -176,7 +161,8 @@ class StateApplier:
                                 "restore point, compressed with zstd. Install python3-zstandard")
         run.intend(planned + [{"file": path} for path in stale])
         result = self._execute(plans, live, run.progress)
-        self._write_state_files(document, converged=not result.failures, written=result.files)
+        if persist:
+            self._write_state_files(document, converged=not result.failures, written=result.files)
         changes = {"units": result.ledger_changes(), "files": result.files}
         if result.file_changes:
             changes["unit_files"] = result.file_changes

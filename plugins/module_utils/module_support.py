@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
-    StateApplier, default_paths, load_document, plan_units)
+    StateApplier, default_paths, plan_units)
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import drift, validate
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import drift, load_document, validate
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
 
 

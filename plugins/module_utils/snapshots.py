@@ -30,10 +30,10 @@ import traceback
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import normalise_path
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, host_file_error
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories, read_text
+from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, canonical_json, select_entries
 from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
-    snapshot_document, unit_name_problem, validate)
+    load_document, snapshot_document, unit_name_problem, validate)
 
 try:
     import zstandard
@@ -695,13 +695,13 @@ class SnapshotManager:
             except BlobProblem as problem:
                 raise SnapshotError(f"cannot restore {point.kind} {point.id}: {problem}; nothing was changed") from None
             if check_mode:
-                result = self.applier.check(document)
+                result = self.applier.check(document, persist=False)
             else:
-                result = self.applier.apply(document, run, ledger_extra={"restored": {
+                result = self.applier.apply(document, run, persist=False, ledger_extra={"restored": {
                     "id": point.id, "kind": point.kind, "state_sha256": point.digest}})
         fields = {
             "changed": result.changed, "restore_point": point.as_dict(self.store), "actions": result.actions,
-            "files": result.files, "absent": result.absent, "conditions_unmet": result.conditions_unmet,
+            "absent": result.absent, "conditions_unmet": result.conditions_unmet,
             "units": {name: unit.as_dict() for name, unit in result.units.items()}, "diff": result.diff(),
             "entry": result.entry,
         }
@@ -710,18 +710,9 @@ class SnapshotManager:
 
 def declared_units(path):
     """The units the state document at PATH declares, or None when there is no such file."""
-    try:
-        text = read_text(path) if path else None
-    except OSError as error:
-        raise host_file_error("read", path, error) from None
-    if text is None:
+    if not path or not os.path.lexists(path):
         return None
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        raise SnapshotError(f"state_file {path} is not valid JSON ({error}); fix it, or name the units to "
-                            "snapshot with units") from None
-    return validate(document)
+    return validate(load_document(path, option="state_file"))
 
 
 # ------------------------------------------------------------------------------ runners

@@ -9,6 +9,7 @@ order that is safe for one unit: unmask, enable/disable, start/stop, mask.
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
@@ -34,6 +35,23 @@ class StateDocumentError(OpdbusError):
     def __init__(self, problems):
         self.problems = problems
         super().__init__("invalid desired state: " + "; ".join(problems), problems=problems)
+
+
+def load_document(path, option="src"):
+    """Read the JSON state document in PATH on the host; errors name the OPTION that gave the path."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise StateDocumentError([f"{option}: {path} does not exist on this host"]) from None
+    except OSError as error:
+        raise StateDocumentError([f"{option}: cannot read {path}: {error.strerror}"]) from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise StateDocumentError([f"{option}: {path} is not UTF-8 text"]) from None
+    except ValueError as error:
+        raise StateDocumentError([f"{option}: {path} is not valid JSON: {error}"]) from None
 
 
 def unit_path(name, field=None):

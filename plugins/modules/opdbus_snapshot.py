@@ -107,8 +107,9 @@ requirements:
   - btrfs-progs on the managed host when O(btrfs_subvolumes) is used
 notes:
   - Taking a snapshot without O(label) is a change every time, like any backup.
-  - A restore writes the restored document to O(state_file) and C(state/current.json), as any apply
-    of the engine does.
+  - A restore brings the units back without writing O(state_file) or C(state/current.json), which
+    hold the desired document; a later apply of that document brings the declared units back to
+    their declaration. To keep a rollback, change the document too.
 seealso:
   - module: opdbus.fleet.opdbus_state
   - module: opdbus.fleet.opdbus_ledger_info
@@ -180,11 +181,6 @@ actions:
   returned: when O(state=restored)
   type: list
   elements: dict
-files:
-  description: For V(restored), the state files written (or that would be written).
-  returned: when O(state=restored)
-  type: list
-  elements: str
 absent:
   description: For V(restored), units of the restore point that are not installed and hold its state as they are.
   returned: when O(state=restored)

@@ -457,7 +457,7 @@ def test_declared_units(tmp_path):
     path.write_text('{"version": 1, "plugins": {"systemd": {"units": {"a.service": {"masked": true}}}}}')
     assert list(declared_units(str(path))) == ["a.service"]
     path.write_text("{")
-    with pytest.raises(SnapshotError, match="is not valid JSON"):
+    with pytest.raises(StateDocumentError, match=f"state_file: {path} is not valid JSON"):
         declared_units(str(path))
     path.write_text('{"version": 2}')
     with pytest.raises(StateDocumentError, match="unsupported version"):
