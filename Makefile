@@ -23,7 +23,7 @@ export PYTHONPATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps demo bench test sanity lint units integration molecule changelog-lint clean-fleet check-clean
+.PHONY: help deps demo bench test sanity lint units fuzz integration molecule changelog-lint clean-fleet check-clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -81,7 +81,7 @@ bench: deps ## benchmarks, printed as ratios against their baselines (needs root
 # ---------------------------------------------------------------------------------------- test
 test: deps ## install what is needed and run every stage (CI runs this)
 	@rm -f $(BUILD)/stages.txt; rc=0; \
-	for stage in changelog-lint sanity lint units integration molecule; do \
+	for stage in changelog-lint sanity lint units fuzz integration molecule; do \
 	  $(STAGE) $$stage $(MAKE) --no-print-directory $$stage || rc=1; \
 	done; \
 	printf '\n%-16s %-14s %s\n' stage result seconds; awk '{printf "%-16s %-14s %s\n", $$1, $$2, $$3; t += $$3; if ($$2 == "passed") p++; else f++} \
@@ -102,6 +102,13 @@ lint: deps ## ansible-lint, production profile
 
 units: deps ## unit tests of pure logic
 	@$(PYTHON) -m pytest tests/unit -q -p no:cacheprovider
+
+# The fuzz test boots its own fleet (OPDBUS_FLEET_NAME, default fuzz) and removes it, also when interrupted.
+FUZZ_CASES  ?= 10400
+FUZZ_BUDGET ?= 240
+fuzz: deps ## >= 10,000 generated bad inputs through every module on a real systemd host, in FUZZ_BUDGET s (needs root)
+	@if [ "$$(id -u)" -ne 0 ]; then echo "fuzz: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi
+	@$(PYTHON) tests/fuzz/harness.py --cases $(FUZZ_CASES) --budget $(FUZZ_BUDGET) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 integration: deps ## tests against a fleet of real systemd hosts (needs root)
 	@if [ "$$(id -u)" -ne 0 ]; then echo "integration: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi
