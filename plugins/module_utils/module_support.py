@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
     StateApplier, default_paths, plan_units)
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
@@ -50,6 +52,25 @@ def document_from_params(params):
     if params["state"] is not None:
         return params["state"]
     return load_document(params["src"])
+
+
+def run_apply_task(module, started, task, failed_units_message):
+    """End an applying module's task with what TASK() returns: ``(result fields, warnings, failed units)``.
+
+    The one error path of the modules that apply documents: an OpdbusError fails the task with its
+    message and details, warnings are passed on, and units that did not converge fail the task
+    with the full result.
+    """
+    try:
+        output, warnings, failures = task()
+    except OpdbusError as error:
+        module.fail_json(msg=str(error), **error.details)
+    for warning in warnings:
+        module.warn(warning)
+    output["timing"] = {"total_ms": round((time.monotonic() - started) * 1000, 1)}
+    if failures:
+        module.fail_json(msg=failed_units_message + "; ".join(failures.values()), failed_units=failures, **output)
+    module.exit_json(**output)
 
 
 def apply_state(params, check_mode):

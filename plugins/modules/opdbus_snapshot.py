@@ -223,9 +223,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    apply_argument_spec, build_applier, scope_argument_spec)
+    apply_argument_spec, build_applier, run_apply_task, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import (
     RETENTION_KEYS, ZSTANDARD_IMPORT_ERROR, snapshot_task, zstandard)
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
@@ -252,18 +251,9 @@ def main():
     if zstandard is None:
         module.fail_json(msg=missing_required_lib("zstandard", reason="to store snapshots")
                          + " Install python3-zstandard on the managed host.", exception=ZSTANDARD_IMPORT_ERROR)
-    try:
-        output, warnings, failures = snapshot_task(module.params, module.check_mode, build_applier(module.params),
-                                                   BtrfsClient(module))
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    for warning in warnings:
-        module.warn(warning)
-    output["timing"] = {"total_ms": round((time.monotonic() - started) * 1000, 1)}
-    if failures:
-        module.fail_json(msg="units did not reach the restore point's state: " + "; ".join(failures.values()),
-                         failed_units=failures, **output)
-    module.exit_json(**output)
+    run_apply_task(module, started,
+                   lambda: snapshot_task(module.params, module.check_mode, build_applier(module.params), BtrfsClient(module)),
+                   "units did not reach the restore point's state: ")
 
 
 if __name__ == "__main__":

@@ -182,9 +182,8 @@ timing:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    apply_argument_spec, apply_state, document_argument_spec, scope_argument_spec)
+    apply_argument_spec, apply_state, document_argument_spec, run_apply_task, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
 
 
@@ -197,17 +196,8 @@ def main():
         supports_check_mode=True,
     )
     require_dbus(module)
-    try:
-        output, warnings, failures = apply_state(module.params, module.check_mode)
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    for warning in warnings:
-        module.warn(warning)
-    output["timing"] = {"total_ms": round((time.monotonic() - started) * 1000, 1)}
-    if failures:
-        module.fail_json(msg="units did not reach their declared state: " + "; ".join(failures.values()),
-                         failed_units=failures, **output)
-    module.exit_json(**output)
+    run_apply_task(module, started, lambda: apply_state(module.params, module.check_mode),
+                   "units did not reach their declared state: ")
 
 
 if __name__ == "__main__":
