@@ -65,8 +65,8 @@ SNAPSHOT_DIR_NAME = "@snapshots"
 
 # ---------------------------------------------------------------------------------------- the host side
 
-def payload():
-    """A tar of what the runner needs in the host: itself, the collection's plugins, ansible-core's module_utils."""
+def payload(plugins):
+    """A tar of what the runner needs in the host: itself, the collection's PLUGINS, ansible-core's module_utils."""
     import ansible
     from ansible_collections.opdbus.fleet.tests.unit.fixtures.numa import sysfs
 
@@ -79,7 +79,7 @@ def payload():
         empty = tarfile.TarInfo("lib/ansible/__init__.py")
         tar.addfile(empty, io.BytesIO(b""))
         add_tree(os.path.join(os.path.dirname(ansible.__file__), "module_utils"), "lib/ansible/module_utils")
-        add_tree(os.path.join(REPO, "plugins"), "lib/ansible_collections/opdbus/fleet/plugins")
+        add_tree(plugins, "lib/ansible_collections/opdbus/fleet/plugins")
         trees = {"laptop": sysfs.laptop(), "workstation": sysfs.workstation(), "dgx": sysfs.dgx(), "vm": sysfs.vm(),
                  "without_numa": sysfs.without_numa(sysfs.workstation())}
         data = json.dumps({name: tree.to_json() for name, tree in trees.items()}).encode()
@@ -155,7 +155,7 @@ class Runner:
 
 # ---------------------------------------------------------------------------------------- verdicts
 
-ARGSPEC = "argspec"
+CHANGE_KINDS = ("changed on refusal", "changed in check mode", "changed in a read-only run", "collateral damage")
 
 
 def verdict(case, answer):
@@ -224,10 +224,17 @@ def signature(module, kind, detail):
         if kind == "hang":
             return f"{module}: hang at {where}"
         return f"{module}: {kind}: {lines[-1][:160] if lines else '?'} at {where}"
+    if kind in CHANGE_KINDS:
+        # "SECTION: PATH: OLD -> NEW" lines: the same paths changed the same way are the same bug.
+        changed = []
+        for line in detail.splitlines()[:6]:
+            section, _sep, rest = line.partition(": ")
+            key, _sep, change = rest.partition(": ")
+            old, _arrow, new = change.partition(" -> ")
+            how = "created" if old == "absent" else "removed" if new.startswith("absent") else "changed"
+            changed.append(f"{section}: {re.sub(r'case-[0-9]+', 'case-N', key)} {how}")
+        return f"{module}: {kind}: {'; '.join(changed)[:200]}"
     first = detail.splitlines()[0] if detail else ""
-    first = re.sub(r"case-\d+", "case-N", first)
-    first = re.sub(r"[0-9a-f]{12,}", "<hex>", first)
-    first = first.split(" -> ")[0]
     return f"{module}: {kind}: {first[:160]}"
 
 
@@ -407,6 +414,8 @@ def main(argv=None):
     parser.add_argument("--hosts", type=int, default=2, help="test hosts running cases side by side")
     parser.add_argument("--report", default=os.path.join(REPO, "build", "fuzz-report.json"))
     parser.add_argument("--budget", type=float, help="fail when the whole run (boot to teardown) takes longer (s)")
+    parser.add_argument("--plugins", default=os.path.join(REPO, "plugins"),
+                        help="the collection's plugins directory to test (default: this checkout's; a copy to try a change)")
     parser.add_argument("--trace", help="write every case and its answer to this file, one JSON line each")
     args = parser.parse_args(argv)
     seed_value = args.seed if args.seed is not None else random.randrange(2 ** 32)
@@ -425,7 +434,7 @@ def main(argv=None):
     try:
         fleet.up(args.hosts, btrfs=["all"])
         os.makedirs(os.path.dirname(args.report), exist_ok=True)
-        tar, trees = payload()
+        tar, trees = payload(args.plugins)
         for host in fleet.hosts():
             runners.append(Runner(host, leader_pid(fleet, host), tar, args.report.replace(".json", f"-{host}.log")))
         # The first host makes the seed ledgers; the others adopt them, so a case means the same on each.

@@ -975,8 +975,8 @@ class Runner:
         self.host.wait_idle()
         after = fingerprint(self.host, case_dir, units, with_default)
         outcome["changes"] = fingerprint_diff(before, after, case_dir)[:40]
-        self.quiet = None if outcome["changes"] else (with_default, {key: after[key] for key in HOST_SECTIONS
-                                                                      if key in after})
+        host_part = {key: after[key] for key in HOST_SECTIONS if key in after}
+        self.quiet = None if outcome["changes"] else (with_default, host_part)
         shutil.rmtree(case_dir, ignore_errors=True)
         clock.append(time.monotonic())
         outcome["timing"] = [round(end - start, 4) for start, end in zip(clock, clock[1:])]

@@ -361,8 +361,7 @@ def byte_mutation(draw):
     if op in ("dup_line", "swap_lines"):
         return [op, draw(POSITION), draw(POSITION)]
     if op == "head_set":
-        value = between(draw, -3, 40) if between(draw, 0, 1) else (one(draw, HEAD_VALUES) if between(draw, 0, 1)
-                                                                    else junk(draw))
+        value = one(draw, (lambda: between(draw, -3, 40), lambda: one(draw, HEAD_VALUES), lambda: junk(draw)))()
         return [op, "head.json", one(draw, HEAD_KEYS), value]
     if op == "replace":
         return [op, target, b64(draw(BINARY))]
