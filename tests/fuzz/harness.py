@@ -59,7 +59,10 @@ SHARES = {
 }
 PAYLOAD_DIR = "/opt/opdbus-fuzz"
 RESET_EVERY = 1000  # cases (per host) between resets of the test units and the BTRFS layout to their baseline
-CASE_TIMEOUT = 60  # the runner stops a module after 20 s; this only catches a runner that hangs
+CASE_TIMEOUT = 60  # the runner stops a module after 10 s; this only catches a runner that hangs
+# Once a module has hung this often at one place, a later case still running there after 1 s is
+# stopped as a hang of its own (counted, not waited out).
+HANGS_BEFORE_SHORT_TIMEOUT = 2
 SNAPSHOT_DIR_NAME = "@snapshots"
 
 
@@ -104,7 +107,7 @@ class Runner:
     """The runner process inside the host, spoken to in JSON lines."""
 
     def __init__(self, host, leader, tar, log_path):
-        enter = ["nsenter", "-t", str(leader), "-a", "--"]
+        enter = self.enter = ["nsenter", "-t", str(leader), "-a", "--"]
         subprocess.run(enter + ["/bin/sh", "-c", f"rm -rf {PAYLOAD_DIR} && mkdir -p {PAYLOAD_DIR} && "
                                                  f"tar -x -C {PAYLOAD_DIR}"], input=tar, check=True)
         self.host = host
@@ -141,6 +144,14 @@ class Runner:
     def request(self, message, timeout=CASE_TIMEOUT):
         self.send(message)
         return self.receive(timeout)
+
+    def diagnose(self):
+        """After a failure: the host's recent journal and failed units, into the runner's log."""
+        result = subprocess.run(self.enter + ["/bin/sh", "-c", "journalctl --no-pager -n 60; systemctl --failed"],
+                                stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        self.log.write(b"\n==== journal of " + self.host.encode() + b"\n" + result.stdout + result.stderr)
+        self.log.flush()
+        print(f"fuzz: the journal of {self.host} is in {self.log_path}", file=sys.stderr)
 
     def close(self):
         if self.process.poll() is None:
@@ -248,17 +259,22 @@ class Tally:
         self.total = 0
         self.slowest = []
         self.timing = collections.defaultdict(lambda: [0.0] * 4)
+        self.events = collections.Counter()
+        self.hangs = collections.defaultdict(collections.Counter)  # module: {collection frame: hangs}
 
     def add(self, case, answer, outcome, problems):
         self.total += 1
         for counter in (self.by_module[case["module"]], self.by_kind[f"{case['module']}/{case['kind']}"]):
             counter["cases"] += 1
+            counter["domain"] += bool(answer.get("argspec_passed"))
             counter["host_ms"] += round(1000 * sum(answer.get("timing", ())))
             counter[outcome] += 1
             for kind, _detail in problems:
                 counter["uncaught" if outcome == "uncaught" else "violations"] += 1
                 counter[kind] += 1
         for kind, detail in problems:
+            if kind == "hang" and answer.get("hung_at"):
+                self.hangs[case["module"]][answer["hung_at"]] += 1
             key = signature(case["module"], kind, detail)
             record = self.failures.setdefault(key, {"count": 0, "examples": []})
             record["count"] += 1
@@ -268,6 +284,8 @@ class Tally:
             record["examples"].append(example)
             record["examples"].sort(key=lambda item: len(json.dumps(item, default=repr)))
             del record["examples"][3:]
+        for event in answer.get("runner_events", ()):
+            self.events[event] += 1
         timing = self.timing[case["module"]]
         for index, seconds in enumerate(answer.get("timing", [])):
             timing[index] += seconds
@@ -282,19 +300,20 @@ class Tally:
         return sum(counter["violations"] for counter in self.by_module.values())
 
     def print(self, out, elapsed, seed_value):
-        columns = ("cases", "accepted", "refused", "refused-argspec", "uncaught", "violations")
-        header = "%-30s" % "module" + "".join("%16s" % column for column in columns) + "%12s" % "ms/case"
-        out.write("\nfuzz: per module (refused = failed in the module's own code; refused-argspec = failed "
-                  "argument-spec validation; ms/case = time in the host)\n" + header + "\n")
+        columns = ("cases", "domain", "accepted", "refused", "refused-argspec", "uncaught", "violations")
+        header = "%-30s" % "module" + "".join("%16s" % column for column in columns) + "%10s" % "ms/case"
+        out.write("\nfuzz: per module (domain = reached the module's own code past argument-spec validation; "
+                  "refused = failed there; refused-argspec = failed argument-spec validation; ms/case = time in the "
+                  "host)\n" + header + "\n")
         for module in sorted(self.by_module):
             counter = self.by_module[module]
             out.write("%-30s" % module + "".join("%16d" % counter[column] for column in columns)
-                      + "%12.1f" % (counter["host_ms"] / max(counter["cases"], 1)) + "\n")
+                      + "%10.1f" % (counter["host_ms"] / max(counter["cases"], 1)) + "\n")
         out.write("\nfuzz: per input kind\n" + header.replace("module" + " " * 24, "module/kind".ljust(30)) + "\n")
         for kind in sorted(self.by_kind):
             counter = self.by_kind[kind]
             out.write("%-30s" % kind + "".join("%16d" % counter[column] for column in columns)
-                      + "%12.1f" % (counter["host_ms"] / max(counter["cases"], 1)) + "\n")
+                      + "%10.1f" % (counter["host_ms"] / max(counter["cases"], 1)) + "\n")
         for key, record in sorted(self.failures.items()):
             example = record["examples"][0]
             out.write(f"\nFAIL ({record['count']}x) {key}\n")
@@ -314,6 +333,8 @@ class Tally:
             cases = max(self.by_module[module]["cases"], 1)
             out.write("%-30s" % module + "".join("%10.1f" % (1000 * seconds / cases) for seconds in self.timing[module])
                       + "\n")
+        for event, count in sorted(self.events.items()):
+            out.write(f"fuzz: runner event ({count}x): {event}\n")
         out.write("\nfuzz: slowest cases (module time):\n")
         for seconds, module, kind, params in self.slowest:
             out.write(f"  {seconds:.2f} s {module}/{kind}: {params}\n")
@@ -357,7 +378,11 @@ class Fuzz:
         busy = {runner for runner, _case in self.in_flight}
         idle = [runner for runner in self.runners if runner not in busy]
         runner = idle[0] if idle else self.collect_oldest()
-        runner.send({"op": "case", **case})
+        message = {"op": "case", **case}
+        known = [where for where, count in self.tally.hangs[case["module"]].items() if count >= HANGS_BEFORE_SHORT_TIMEOUT]
+        if known:
+            message["known_hangs"] = known
+        runner.send(message)
         self.in_flight.append((runner, case))
 
     def collect_oldest(self):
@@ -474,6 +499,8 @@ def main(argv=None):
             rc = 1
     except FleetError as error:
         print(f"fuzz: error: {error}", file=sys.stderr)
+        for runner in runners:
+            runner.diagnose()
         if tally.total:
             tally.print(sys.stdout, time.monotonic() - started, seed_value)
     finally:

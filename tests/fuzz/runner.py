@@ -59,8 +59,9 @@ CASE_CANARIES = ("canary", "victim.json.zst", "ledger-victim")
 # A plain file each case has, for path options that name a file where a directory belongs.
 EXISTING_FILE = "existing-file"
 SENTINEL_UNITS = ("ssh.service", "dbus.service", "systemd-journald.service", "systemd-logind.service")
-# The slowest sound case reads every unit systemd knows: about 2 s; a module taking 10 times that hangs.
-CASE_TIMEOUT = 20
+# The slowest sound case reads every unit systemd knows: about 2 s; a module taking 5 times that hangs.
+# (The harness asks for less once a module has hung twice: further hangs are counted, not waited out.)
+CASE_TIMEOUT = 10.0
 BTRFS_IOC_GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), 504 bytes
 BTRFS_SUBVOL_RDONLY = 1 << 1
 BTRFS_IOC_TREE_SEARCH = 0xD0009411  # _IOWR(0x94, 17, struct btrfs_ioctl_search_args), 4096 bytes
@@ -121,16 +122,31 @@ class Host:
     """D-Bus reads and shell commands of the runner itself (not of the module under test)."""
 
     def __init__(self):
+        self.events = []  # what went wrong in the runner's own access, for the harness to print
+        self.connect()
+
+    def connect(self):
         self.bus = dbus.SystemBus(private=True)
         self.manager = dbus.Interface(self.bus.get_object("org.freedesktop.systemd1", "/org/freedesktop/systemd1"),
                                       "org.freedesktop.systemd1.Manager")
+
+    def call(self, method, *args):
+        """A Manager call; a connection the bus dropped is made again once (and reported)."""
+        try:
+            return getattr(self.manager, method)(*args)
+        except dbus.DBusException as error:
+            if error.get_dbus_name() != "org.freedesktop.DBus.Error.Disconnected":
+                raise
+            self.events.append(f"the runner's D-Bus connection was dropped during {method}; reconnected")
+            self.connect()
+            return getattr(self.manager, method)(*args)
 
     def units(self, names):
         """``{name: "load/active/sub"}`` for NAMES, in one ListUnitsByNames call."""
         if not names:
             return {}
         try:
-            rows = self.manager.ListUnitsByNames(dbus.Array(sorted(names), signature="s"))
+            rows = self.call("ListUnitsByNames", dbus.Array(sorted(names), signature="s"))
         except (dbus.DBusException, ValueError, TypeError):
             # One name systemd does not accept spoils the call; read the names it does accept.
             return {name: state for name in names for state in self._one_unit(name)}
@@ -138,15 +154,22 @@ class Host:
 
     def _one_unit(self, name):
         try:
-            rows = self.manager.ListUnitsByNames(dbus.Array([name], signature="s"))
+            rows = self.call("ListUnitsByNames", dbus.Array([name], signature="s"))
         except (dbus.DBusException, ValueError, TypeError):
             return []
         return [f"{row[2]}/{row[3]}/{row[4]}" for row in rows]
 
-    def wait_idle(self, timeout=10.0):
+    def wait_idle(self, timeout=3.0):
         """Wait until systemd has no queued job, so that a fingerprint sees settled units."""
         deadline = time.monotonic() + timeout
-        while self.manager.ListJobs() and time.monotonic() < deadline:
+        while True:
+            jobs = self.call("ListJobs")
+            if not jobs:
+                return
+            if time.monotonic() > deadline:
+                self.events.append("systemd jobs still queued after %g s: %s" % (
+                    timeout, ", ".join(f"{job[2]} {job[1]} ({job[3]})" for job in jobs)))
+                return
             time.sleep(0.01)
 
     @staticmethod
@@ -375,7 +398,7 @@ class ModuleRun:
         dbus.bus.BusConnection.__new__ = staticmethod(new_connection)
 
     @classmethod
-    def run(cls, name, params, check_mode, diff):
+    def run(cls, name, params, check_mode, diff, timeout=CASE_TIMEOUT, known_hangs=()):
         arguments = dict(params, _ansible_check_mode=check_mode, _ansible_diff=diff)
         stdout, stderr = io.StringIO(), io.StringIO()
         cls.ready = False
@@ -383,11 +406,16 @@ class ModuleRun:
         outcome = {}
         started = time.monotonic()
 
-        def expire(_signum, _frame):
-            raise CaseTimeout(f"the module ran longer than {CASE_TIMEOUT} s")
+        def expire(_signum, frame):
+            # A module still running after a second, where earlier cases hung, hangs again: stop it now.
+            if known_hangs and time.monotonic() - started < timeout and collection_frame(frame) not in known_hangs:
+                signal.setitimer(signal.ITIMER_REAL, timeout - (time.monotonic() - started))
+                return
+            raise CaseTimeout(f"the module ran longer than {timeout:g} s" if time.monotonic() - started >= timeout
+                              else f"the module was still running after 1 s where earlier cases hung")
 
         previous = signal.signal(signal.SIGALRM, expire)
-        signal.alarm(CASE_TIMEOUT)
+        signal.setitimer(signal.ITIMER_REAL, min(1.0, timeout) if known_hangs else timeout)
         try:
             with patch_module_args(arguments), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 importlib.import_module(f"{COLLECTION}.plugins.modules.{name}").main()
@@ -397,12 +425,16 @@ class ModuleRun:
             outcome["exit_code"] = stop.code
         except CaseTimeout as error:
             outcome["end"] = "timeout"
+            last = error.__traceback__
+            while last.tb_next is not None:
+                last = last.tb_next
+            outcome["hung_at"] = collection_frame(last.tb_frame)
             outcome["traceback"] = f"{error}\n" + "".join(traceback.format_tb(error.__traceback__))
         except BaseException:  # noqa: B036 -- anything escaping main() is what the fuzz test looks for
             outcome["end"] = "exception"
             outcome["traceback"] = traceback.format_exc()
         finally:
-            signal.alarm(0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             for connection in cls.buses:
                 with contextlib.suppress(Exception):
@@ -425,6 +457,15 @@ class ModuleRun:
                 if isinstance(outcome["result"].get("msg"), str):
                     outcome["result"]["msg"] = outcome["result"]["msg"][:4000]
         return outcome
+
+
+def collection_frame(frame):
+    """``file:line in function`` of the innermost frame of the collection's code (where a hang is)."""
+    while frame is not None:
+        if "/ansible_collections/" in frame.f_code.co_filename:
+            return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return None
 
 
 # ---------------------------------------------------------------------------------------- case setup
@@ -802,27 +843,28 @@ class Runner:
         subvolumes = sorted((relative for relative, info in tree_fingerprint(BTRFS_MOUNT).items()
                              if " subvolume " in info and relative != "."), key=lambda path: path.count("/"),
                             reverse=True)
-        script = ["set -e", f"cd {BTRFS_MOUNT}", "btrfs -q subvolume set-default 5 ."]
-        script += [f"btrfs property set -ts {_quote(path)} ro false" for path in subvolumes]
-        script += [f"btrfs -q subvolume delete {_quote(path)}" for path in subvolumes]
+        # A case may have made the top level itself read-only, which would keep anything in it.
+        script = ["set -e", f"cd {BTRFS_MOUNT}", "btrfs property set -ts . ro false", "btrfs -q subvolume set-default 5 ."]
+        script += [f"btrfs property set -ts {_relative(path)} ro false" for path in subvolumes]
+        script += [f"btrfs -q subvolume delete {_relative(path)}" for path in subvolumes]
         script.append("rm -rf -- * .[!.]* 2>/dev/null || true")
         flags = []
         for relative, kind, data in self.btrfs_layout:
             if kind == "subvolume":
-                script.append(f"btrfs -q subvolume create {_quote(relative)}")
+                script.append(f"btrfs -q subvolume create {_relative(relative)}")
                 flags.append((relative, data))
             elif kind == "dir":
-                script.append(f"mkdir -p {_quote(relative)}")
+                script.append(f"mkdir -p {_relative(relative)}")
             elif kind == "link":
-                script.append(f"ln -s {_quote(data)} {_quote(relative)}")
+                script.append(f"ln -s {_quote(data)} {_relative(relative)}")
         self.host.sh("\n".join(script))
         for relative, kind, data in self.btrfs_layout:
             if kind == "file":
                 _write(os.path.join(BTRFS_MOUNT, relative), data)
         script = [f"cd {BTRFS_MOUNT}"]
-        script += [f"btrfs property set {_quote(path)} compression {_quote(compression)}"
+        script += [f"btrfs property set {_relative(path)} compression {_quote(compression)}"
                    for path, (_ro, compression) in flags if compression]
-        script += [f"btrfs property set -ts {_quote(path)} ro true" for path, (ro, _c) in flags if ro]
+        script += [f"btrfs property set -ts {_relative(path)} ro true" for path, (ro, _c) in flags if ro]
         self.host.sh("\n".join(["set -e"] + script))
 
     def reset_units(self):
@@ -966,7 +1008,8 @@ class Runner:
             for relative in setup.get("hold_run_lock", []):
                 held.append(_hold_lock(os.path.join(case_dir, relative)))
             outcome = ModuleRun.run(request["module"], params, request.get("check_mode", False),
-                                    request.get("diff", False))
+                                    request.get("diff", False), request.get("timeout", CASE_TIMEOUT),
+                                    request.get("known_hangs", ()))
         finally:
             for fd in held:
                 os.close(fd)
@@ -980,6 +1023,8 @@ class Runner:
         shutil.rmtree(case_dir, ignore_errors=True)
         clock.append(time.monotonic())
         outcome["timing"] = [round(end - start, 4) for start, end in zip(clock, clock[1:])]
+        if self.host.events:
+            outcome["runner_events"], self.host.events = self.host.events, []
         return outcome
 
     def reset(self, _request):
@@ -1008,6 +1053,11 @@ class Runner:
 
 def _quote(text):
     return "'" + str(text).replace("'", "'\\''") + "'"
+
+
+def _relative(path):
+    """PATH (relative to the BTRFS mount) for a command line: a case's path may start with a dash."""
+    return _quote("./" + path)
 
 
 def _plausible_unit(name):
