@@ -412,7 +412,7 @@ class ModuleRun:
                 signal.setitimer(signal.ITIMER_REAL, timeout - (time.monotonic() - started))
                 return
             raise CaseTimeout(f"the module ran longer than {timeout:g} s" if time.monotonic() - started >= timeout
-                              else f"the module was still running after 1 s where earlier cases hung")
+                              else "the module was still running after 1 s where earlier cases hung")
 
         previous = signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, min(1.0, timeout) if known_hangs else timeout)

@@ -85,6 +85,7 @@ READ_ONLY_MODULES = {"opdbus_state_info", "opdbus_ledger_info", "opdbus_numa_inf
 
 # ------------------------------------------------------------------------------------------ building blocks
 
+
 class _Choices:
     """The random source of fixed-list choices: one Random per case, drawn from Hypothesis (so a seed
     reproduces a run). Hypothesis draws integers towards their minimum (zero in about 40% of draws),
