@@ -1020,6 +1020,9 @@ class Runner:
         outcome["changes"] = fingerprint_diff(before, after, case_dir)[:40]
         host_part = {key: after[key] for key in HOST_SECTIONS if key in after}
         self.quiet = None if outcome["changes"] else (with_default, host_part)
+        if any(line.startswith(f"{BTRFS_MOUNT}: .: ") for line in outcome["changes"]):
+            # The top level made read-only would turn every later BTRFS case into the same failure.
+            self.reset_btrfs()
         shutil.rmtree(case_dir, ignore_errors=True)
         clock.append(time.monotonic())
         outcome["timing"] = [round(end - start, 4) for start, end in zip(clock, clock[1:])]
