@@ -10,7 +10,8 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
     StateApplier, default_paths, plan_units)
 from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR, Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import drift, load_document, validate
+from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
+    StateDocumentError, drift, load_document, unit_name_problem, validate)
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient
 
 
@@ -100,6 +101,10 @@ def read_state(params):
     desired = None
     if params["state"] is not None or params["src"] is not None:
         desired = validate(document_from_params(params))
+    bad_names = [f"units: {name!r}: {problem}" for name in params["units"] or ()
+                 for problem in [unit_name_problem(name)] if problem]
+    if bad_names:
+        raise StateDocumentError(bad_names)
     client = SystemdClient(params["scope"])
     plans = plan_units(client, desired)[0] if desired else []
     names = params["units"] or [plan.name for plan in plans] or client.all_unit_names()

@@ -209,8 +209,13 @@ class Device:
 
     def as_dict(self):
         return {"address": self.address, "kind": self.kind, "names": self.names,
-                "class": f"0x{self.pci_class:06x}", "vendor": f"0x{self.vendor:04x}", "device": f"0x{self.device:04x}",
+                "class": _hex(self.pci_class, 6), "vendor": _hex(self.vendor, 4), "device": _hex(self.device, 4),
                 "node": self.node, "local_cpus": self.local_cpus}
+
+
+def _hex(value, digits):
+    """A PCI id as sysfs writes it, or None when sysfs did not say."""
+    return None if value is None else f"0x{value:0{digits}x}"
 
 
 def _device_kind(pci_class, vendor):
@@ -230,7 +235,8 @@ def _read_devices(root):
     for address in _list_dir(pci):
         path = os.path.join(pci, address)
         pci_class, vendor = _read_int(os.path.join(path, "class"), 16), _read_int(os.path.join(path, "vendor"), 16)
-        kind = _device_kind(pci_class, vendor)
+        # A function without a class file (a hot-unplug in progress, a stripped sysfs) cannot be placed near.
+        kind = _device_kind(pci_class, vendor) if pci_class is not None else None
         if kind is None:
             continue
         node = _read_int(os.path.join(path, "numa_node"))  # -1, or no file without CONFIG_NUMA

@@ -12,8 +12,9 @@ Every path that changes the host goes through a RecordedRun::
 
 An exception after ``intend`` still appends the outcome, with what ``progress`` says was done and
 the error. A run killed between intent and outcome leaves an intent as the ledger's last entry;
-the next run appends an ``interrupted`` entry for it and warns, and verification lists every
-interrupted run by seq. The intent costs one sync: it is appended with ``defer_head``, and the
+every later run warns about it, the next run that changes something appends an ``interrupted``
+entry for it just before its own intent (a run that only reads, or refuses its input, writes
+nothing), and verification lists every interrupted run by seq. The intent costs one sync: it is appended with ``defer_head``, and the
 outcome's append writes the head for both.
 """
 
@@ -48,6 +49,7 @@ class RecordedRun:
         self.progress = {}
         self.interrupted = []
         self.warnings = []
+        self._open_intent = None  # the interrupted run's intent, until this run records something
 
     def __enter__(self):
         self.lock.acquire(create=not self.check_mode)
@@ -68,24 +70,31 @@ class RecordedRun:
         changes = last.get("changes") if isinstance(last.get("changes"), dict) else {}
         planned = changes.get("planned") if isinstance(changes.get("planned"), list) else []
         self.interrupted.append(last.get("seq"))
+        self._open_intent = last
         self.warnings.append(
             f"interrupted run: the {changes.get('for', 'unknown')} run that wrote intent seq {last.get('seq')} "
             f"at {last.get('time')} ended before recording its outcome; these actions may have happened: "
-            f"{describe_planned(planned)}. This run starts from the state it finds"
-            + ("" if self.check_mode else " and records an `interrupted` entry for it"))
-        if not self.check_mode:
-            self.ledger.append(INTERRUPTED_ACTION, {"intent": last.get("seq"), "for": changes.get("for")},
-                               actor=self.actor)
+            f"{describe_planned(planned)}. This run starts from the state it finds, and the next run that "
+            "changes something records an `interrupted` entry for it")
 
     def intend(self, planned):
         """Record PLANNED (a list) before the first change; the outcome will name this intent."""
         if self.check_mode:
             raise RuntimeError("a check-mode run changes nothing and records no intent")
+        self._close_open_intent()
         self.intent = self.ledger.append(INTENT_ACTION, {"for": self.action, "planned": planned},
                                          actor=self.actor, defer_head=True)
 
+    def _close_open_intent(self):
+        if self._open_intent is not None:
+            changes = self._open_intent.get("changes") if isinstance(self._open_intent.get("changes"), dict) else {}
+            self.ledger.append(INTERRUPTED_ACTION, {"intent": self._open_intent.get("seq"), "for": changes.get("for")},
+                               actor=self.actor)
+            self._open_intent = None
+
     def record(self, changes, state_sha256=None):
         """Append the outcome CHANGES (a dict); returns the stored entry with its checkpoint."""
+        self._close_open_intent()
         changes = dict(changes)
         if self.intent is not None:
             changes["intent"] = self.intent["seq"]

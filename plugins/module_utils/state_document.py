@@ -133,7 +133,7 @@ def unit_name_problem(name):
         return "a unit name must be a non-empty string"
     if len(name.encode("utf-8")) > UNIT_NAME_MAX:
         return f"invalid unit name: longer than {UNIT_NAME_MAX} bytes"
-    if not UNIT_NAME.match(name):
+    if not UNIT_NAME.fullmatch(name):
         return ("invalid unit name: expected NAME.TYPE with TYPE one of "
                 + ", ".join(UNIT_TYPES) + " and only letters, digits and :_.\\- in NAME")
     if "@." in name:

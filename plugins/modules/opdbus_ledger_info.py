@@ -53,26 +53,14 @@ options:
   anchor:
     description:
       - A checkpoint returned as RV(checkpoint) by an earlier run against the same host.
-      - The ledger must have the same origin, at least as many entries, and its first O(anchor.size)
-        entries must hash to O(anchor.root); otherwise verification fails with
+      - The ledger must have the same origin, at least as many entries, and its first C(size)
+        entries must hash to C(root); otherwise verification fails with
         C(anchor_origin_mismatch), C(anchor_truncated) or C(anchor_inconsistent).
+      - Its keys are C(origin) (the identity of the ledger; null only for the checkpoint of a host
+        that had no ledger yet), C(size) (the number of entries it covers, an integer) and C(root)
+        (the RFC 6962 Merkle root of those entries, as lowercase hex). Anything else is refused with
+        a message that says which key is wrong.
     type: dict
-    suboptions:
-      origin:
-        description:
-          - Identity of the ledger the checkpoint was taken from.
-          - Null only for the checkpoint of a host that had no ledger yet.
-        type: str
-      size:
-        description:
-          - Number of entries the checkpoint covers.
-        type: int
-        required: true
-      root:
-        description:
-          - RFC 6962 Merkle root of those entries, as lowercase hex.
-        type: str
-        required: true
   fail_on_invalid:
     description:
       - Fail the task when verification finds a problem or the ledger is not consistent with O(anchor).
@@ -284,16 +272,16 @@ anchor_proof:
     - The module checks it on the host, but a host whose root account is compromised could report
       anything. Checking the proof on the controller against the anchor kept there does not trust
       the host at all; C(docs/ledger.md) shows how, with the collection's C(merkle.py).
-  returned: when O(anchor) is given and the ledger holds at least O(anchor.size) entries
+  returned: when O(anchor) is given and the ledger holds at least the anchor's C(size) entries
   type: dict
   contains:
     old_size:
-      description: O(anchor.size).
+      description: The anchor's C(size).
       type: int
       returned: always
       sample: 40
     old_root:
-      description: Root of the first O(anchor.size) entries as the host's ledger has them now.
+      description: Root of the anchor's first C(size) entries as the host's ledger has them now.
       type: str
       returned: always
       sample: d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7
@@ -343,11 +331,9 @@ def main():
             path=dict(type="path", default=DEFAULT_LEDGER_DIR),
             since=dict(type="int"),
             limit=dict(type="int"),
-            anchor=dict(type="dict", options=dict(
-                origin=dict(type="str"),
-                size=dict(type="int", required=True),
-                root=dict(type="str", required=True),
-            )),
+            # Checked by the ledger (with messages naming the key), not with suboptions: ansible-core
+            # crashes on a suboption spec given a value that is not a mapping.
+            anchor=dict(type="dict"),
             fail_on_invalid=dict(type="bool", default=True),
             query=dict(type="str"),
         ),

@@ -72,16 +72,12 @@ options:
       - How many restore points to keep. For each period with a count N, the newest restore point of
         each of the last N periods that have one is kept; the newest restore point is always kept.
         Periods are UTC; weeks are ISO weeks (with their ISO year).
+      - Its keys are C(hourly), C(daily), C(weekly) (ISO weeks), C(monthly), C(quarterly) and
+        C(yearly), each a number of periods to keep a restore point for, and C(max_total), at most
+        this many restore points in all (the oldest kept go first). Each is a whole number of 0 or
+        more; an unknown key or another value is refused with a message that names it.
       - At least one period count must be set.
     type: dict
-    suboptions:
-      hourly: {description: Hours to keep a restore point for., type: int}
-      daily: {description: Days to keep a restore point for., type: int}
-      weekly: {description: ISO weeks to keep a restore point for., type: int}
-      monthly: {description: Months to keep a restore point for., type: int}
-      quarterly: {description: Quarters to keep a restore point for., type: int}
-      yearly: {description: Years to keep a restore point for., type: int}
-      max_total: {description: At most this many restore points in all (the oldest kept go first)., type: int}
   btrfs_subvolumes:
     description:
       - Subvolumes of which each new snapshot also takes a read-only BTRFS snapshot, named
@@ -226,7 +222,7 @@ from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsCli
 from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
     apply_argument_spec, build_applier, run_apply_task, scope_argument_spec)
 from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import (
-    RETENTION_KEYS, ZSTANDARD_IMPORT_ERROR, snapshot_task, zstandard)
+    ZSTANDARD_IMPORT_ERROR, snapshot_task, zstandard)
 from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
 
 
@@ -240,7 +236,9 @@ def main():
             id=dict(type="str"),
             label=dict(type="str"),
             units=dict(type="list", elements="str"),
-            retention=dict(type="dict", options={key: dict(type="int") for key in RETENTION_KEYS}),
+            # Checked by validate_retention (naming the key), not with suboptions: ansible-core crashes
+            # on a suboption spec given a value that is not a mapping.
+            retention=dict(type="dict"),
             btrfs_subvolumes=dict(type="list", elements="path", default=[]),
             btrfs_snapshot_dir=dict(type="path"),
         ),

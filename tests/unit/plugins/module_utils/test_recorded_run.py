@@ -115,17 +115,23 @@ def test_a_killed_run_is_reported_and_closed_by_the_next_run(tmp_path):
     assert checking.interrupted == [0] and "interrupted run" in checking.warnings[0]
     assert ledger.checkpoint()["size"] == 1  # check mode records nothing
 
+    with RecordedRun(ledger, "apply") as reading:
+        pass  # a run that changes nothing (or refuses its input) only warns
+    assert reading.interrupted == [0] and ledger.checkpoint()["size"] == 1
+
     with RecordedRun(ledger, "apply") as run:
-        pass
+        run.intend(PLANNED)
+        run.record({})
     assert run.interrupted == [0]
     assert "start a.service" in run.warnings[0]
-    closing = ledger.last_entry()
+    closing = ledger.entries()[1]
     assert closing["action"] == "interrupted" and closing["changes"] == {"intent": 0, "for": "apply"}
     after = ledger.verify()
     assert after["valid"] and [(r["seq"], r["resolved_by"]) for r in after["interrupted"]] == [(0, 1)]
+    assert run.entry["changes"]["intent"] == 2
     with RecordedRun(ledger, "apply") as again:
         pass
-    assert again.interrupted == [] and ledger.checkpoint()["size"] == 2
+    assert again.interrupted == [] and ledger.checkpoint()["size"] == 4
 
 
 def test_every_interrupted_run_stays_listed_by_seq(tmp_path):
