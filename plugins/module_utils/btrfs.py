@@ -492,6 +492,10 @@ def _plan_creation(client, plan, path, mount, snapshot_source, read_only, compre
     if missing and not recursive:
         raise BtrfsError(f"cannot create {path}: its parent directory {missing[-1]} does not exist; create it "
                          "first, or set recursive=true to create the missing parents as subvolumes")
+    # The kernel answers EROFS for a read-only subvolume or mount, also to root: refuse before anything runs.
+    if not os.access(parent, os.W_OK):
+        raise BtrfsError(f"cannot create {path}: {parent} is read-only (a read-only subvolume, or a read-only "
+                         "mount); set read_only=false on it, or remount it read-write, first")
     for parent_path in missing:
         plan.add(lambda parent_path=parent_path: client.create(parent_path), action="create", path=parent_path)
     if snapshot_source is None:
