@@ -585,11 +585,14 @@ def _write(path, data):
 
 
 def _set_path(obj, path, value):
-    """Set OBJ[path...] = value, creating mappings on the way (a list index counts modulo its length)."""
-    for key in path[:-1]:
+    """Set OBJ[path...] = value, creating mappings on the way (a list index counts modulo its length;
+    in a mapping, an index is a key like any other: JSON keys are strings)."""
+    path = list(path)
+    for position, key in enumerate(path[:-1]):
         if isinstance(obj, list) and obj:
             obj = obj[int(key) % len(obj)] if isinstance(key, int) else obj[0]
         elif isinstance(obj, dict):
+            key = path[position] = str(key)
             if not isinstance(obj.get(key), (dict, list)):
                 obj[key] = {}
             obj = obj[key]
@@ -597,9 +600,9 @@ def _set_path(obj, path, value):
             return
     if isinstance(obj, dict):
         if value == {"$delete": True}:
-            obj.pop(path[-1], None)
+            obj.pop(str(path[-1]), None)
         else:
-            obj[path[-1]] = value
+            obj[str(path[-1])] = value
     elif isinstance(obj, list) and obj and isinstance(path[-1], int):
         obj[path[-1] % len(obj)] = value
 
