@@ -243,7 +243,8 @@ def signature(module, kind, detail):
             key, _sep, change = rest.partition(": ")
             old, _arrow, new = change.partition(" -> ")
             how = "created" if old == "absent" else "removed" if new.startswith("absent") else "changed"
-            changed.append(f"{section}: {re.sub(r'case-[0-9]+', 'case-N', key)} {how}")
+            key = re.sub(r'[0-9a-f]{64}', '<digest>', re.sub(r'case-[0-9]+', 'case-N', key))
+            changed.append(f"{section}: {key} {how}")
         return f"{module}: {kind}: {'; '.join(changed)[:200]}"
     first = detail.splitlines()[0] if detail else ""
     return f"{module}: {kind}: {first[:160]}"
