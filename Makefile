@@ -105,7 +105,7 @@ units: deps ## unit tests of pure logic
 
 # The fuzz test boots its own fleet (OPDBUS_FLEET_NAME, default fuzz) and removes it, also when interrupted.
 FUZZ_CASES  ?= 10400
-FUZZ_BUDGET ?= 240
+FUZZ_BUDGET ?= 420
 fuzz: deps ## >= 10,000 generated bad inputs through every module on a real systemd host, in FUZZ_BUDGET s (needs root)
 	@if [ "$$(id -u)" -ne 0 ]; then echo "fuzz: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi
 	@$(PYTHON) tests/fuzz/harness.py --cases $(FUZZ_CASES) --budget $(FUZZ_BUDGET) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))

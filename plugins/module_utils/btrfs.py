@@ -515,6 +515,7 @@ def _plan_creation(client, plan, path, mount, snapshot_source, read_only, compre
 
 def _plan_properties(client, plan, path, read_only, compression, default, is_top_level):
     state = plan.after
+    steps_before = len(plan.steps)
     # Order: writable first, compression, read-only last (a read-only subvolume's properties are frozen).
     if read_only is False and state["read_only"]:
         plan.add(lambda: client.set_read_only(path, False), action="set_read_only", path=path, read_only=False)
@@ -538,6 +539,17 @@ def _plan_properties(client, plan, path, read_only, compression, default, is_top
                              "default=true on the subvolume that should become the default instead")
         plan.add(lambda: client.reset_default(path), action="reset_default", path=path)
         state["default"] = False
+    # On a read-only mount every property change fails with EROFS: refuse it before anything runs.
+    if len(plan.steps) > steps_before and plan.subvolume is not None and _read_only_mount(path):
+        raise BtrfsError(f"cannot change the properties of {path}: it is on a read-only mount; remount it "
+                         "read-write first")
+
+
+def _read_only_mount(path):
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _plan_absent(client, path, recursive):

@@ -444,11 +444,18 @@ def btrfs_plan(btrfs, subvolumes, snapshot_dir, moment):
     planned = []
     for given in subvolumes:
         source = normalise_path(given, "btrfs_subvolumes")
-        if source == "/" or btrfs.inspect(source).kind != "subvolume":
+        found = btrfs.inspect(source)
+        if source == "/" or found.kind != "subvolume":
             raise SnapshotError(f"btrfs_subvolumes: {source} is not a BTRFS subvolume; create it with "
                                 "opdbus.fleet.btrfs_subvolume, or fix the path")
         directory = os.path.realpath(normalise_path(snapshot_dir, "btrfs_snapshot_dir") if snapshot_dir
                                      else os.path.join(os.path.dirname(source), DEFAULT_BTRFS_DIR))
+        # A snapshot can only be made on the filesystem of its source (a directory that does not
+        # exist yet counts as the filesystem of its nearest existing parent).
+        there = btrfs.inspect(directory)
+        if there.mount is None or there.mount.fstype != "btrfs" or there.mount.device != found.mount.device:
+            raise SnapshotError(f"btrfs_subvolumes: the snapshots of {source} would go to {directory}, which is not "
+                                f"on the BTRFS filesystem of {source}; set btrfs_snapshot_dir to a directory on it")
         target = os.path.join(directory, f"{os.path.basename(source)}@{stamp}")
         if os.path.lexists(target) or any(item["snapshot"] == target for item in planned):
             raise SnapshotError(f"btrfs_subvolumes: {target} already exists (two subvolumes of the same name "
@@ -534,14 +541,14 @@ class SnapshotManager:
             planned = btrfs_plan(self.btrfs, btrfs_subvolumes, btrfs_snapshot_dir, utc_now()) if btrfs_subvolumes else []
             if check_mode:
                 return {"changed": True, "snapshot": None, "entry": None}
-            try:
-                digest = self.store.put(snapshot_document(units))
-            except OSError as error:
-                raise host_file_error("write the snapshot blob in", self.store.directory, error) from None
             if planned:
                 run.intend([{"action": "btrfs_snapshot", "path": item["snapshot"], "source": item["source"]}
                             for item in planned])
             taken = self._take_btrfs(planned, run.progress)
+            try:
+                digest = self.store.put(snapshot_document(units))
+            except OSError as error:
+                raise host_file_error("write the snapshot blob in", self.store.directory, error) from None
             entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
         point = RestorePoint.from_entry(entry)[0]
         return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry}

@@ -448,6 +448,11 @@ def main(argv=None):
     modules = args.module or list(SHARES)
     started = time.monotonic()
     fleet = Fleet(os.environ.get("OPDBUS_FLEET_NAME", "fuzz"))
+    if os.path.exists(fleet.state_file):
+        # Someone else's run (or a crashed one): tearing it down here would pull the hosts from under it.
+        print(f"fuzz: error: fleet {fleet.name!r} is already up; run `fleet.py down --name {fleet.name}` first, or set "
+              "OPDBUS_FLEET_NAME to another name", file=sys.stderr)
+        return 1
 
     def stop(signum, _frame):
         raise SystemExit(128 + signum)
