@@ -142,7 +142,8 @@ conditions_unmet:
 interrupted:
   description:
     - Seqs of intents whose run was interrupted before recording its outcome (killed, or the host
-      lost power); this run recorded an C(interrupted) entry for each (not in check mode), and warns.
+      lost power). This run warns about each; the first run that changes something records an
+      C(interrupted) entry for it.
   returned: always
   type: list
   elements: int
