@@ -159,11 +159,12 @@ class Host:
             return []
         return [f"{row[2]}/{row[3]}/{row[4]}" for row in rows]
 
-    def wait_idle(self, timeout=3.0):
-        """Wait until systemd has no queued job, so that a fingerprint sees settled units."""
+    def wait_idle(self, names=None, timeout=3.0):
+        """Wait until systemd has no job queued for NAMES (default: any unit), so that a fingerprint sees
+        settled units. Jobs of other units (user@0.service stopping after the fleet's SSH check) do not count."""
         deadline = time.monotonic() + timeout
         while True:
-            jobs = self.call("ListJobs")
+            jobs = [job for job in self.call("ListJobs") if names is None or str(job[1]) in names]
             if not jobs:
                 return
             if time.monotonic() > deadline:
@@ -998,7 +999,7 @@ class Runner:
         units = set(UNIT_NAMES) | set(SENTINEL_UNITS) | {name for name in request.get("units", [])
                                                          if isinstance(name, str) and _plausible_unit(name)}
         clock.append(time.monotonic())
-        self.host.wait_idle()
+        self.host.wait_idle(units | {HOLD_UNIT[0]})
         remember_ledgers(case_dir, list(setup.get("ledgers", {})) + ["ledger"])
         with_default = request.get("btrfs_default", False)
         reuse = self.quiet[1] if self.quiet is not None and self.quiet[0] == with_default else None
@@ -1018,7 +1019,7 @@ class Runner:
                 os.close(fd)
             os.chdir(previous_cwd)
         clock.append(time.monotonic())
-        self.host.wait_idle()
+        self.host.wait_idle(units | {HOLD_UNIT[0]})
         after = fingerprint(self.host, case_dir, units, with_default)
         outcome["changes"] = fingerprint_diff(before, after, case_dir)[:40]
         host_part = {key: after[key] for key in HOST_SECTIONS if key in after}
