@@ -1038,13 +1038,13 @@ class Runner:
         """Undo what accepted cases changed, where they changed anything (read-only modules change nothing)."""
         started = time.monotonic()
         self.quiet = None
-        self.host.wait_idle()
+        self.host.wait_idle(set(UNIT_NAMES))
         drift = fingerprint_diff(self.baseline, fingerprint(self.host, None, UNIT_NAMES, True), None)
         if any(line.startswith(("units:", "/etc/systemd", "/run/systemd")) for line in drift):
             self.reset_units()
         if any(line.startswith(BTRFS_MOUNT) or line.startswith("btrfs default") for line in drift):
             self.reset_btrfs()
-        self.host.wait_idle()
+        self.host.wait_idle(set(UNIT_NAMES))
         return {"drift": len(drift), "seconds": round(time.monotonic() - started, 2)}
 
     def serve(self):
