@@ -63,7 +63,7 @@ SENTINEL_UNITS = ("ssh.service", "dbus.service", "systemd-journald.service", "sy
 # (The harness asks for less once a module has hung twice: further hangs are counted, not waited out.)
 CASE_TIMEOUT = 10.0
 BTRFS_IOC_GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), 504 bytes
-BTRFS_SUBVOL_RDONLY = 1 << 1
+BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0  # the root item flag that get_subvol_info returns
 BTRFS_IOC_TREE_SEARCH = 0xD0009411  # _IOWR(0x94, 17, struct btrfs_ioctl_search_args), 4096 bytes
 BTRFS_ROOT_TREE, BTRFS_ROOT_TREE_DIR, BTRFS_DIR_ITEM_KEY = 1, 6, 84
 
@@ -263,7 +263,7 @@ def _subvolume(path, info):
             compression = os.getxattr(fd, "btrfs.compression").decode()
         except OSError:
             compression = ""
-        read_only = "ro" if flags & BTRFS_SUBVOL_RDONLY else "rw"
+        read_only = "ro" if flags & BTRFS_ROOT_SUBVOL_RDONLY else "rw"
         return f" subvolume {treeid} {uuid[:12]} {read_only} compression={compression}"
     except OSError as error:
         return f" subvolume ? {error.errno}"
