@@ -563,6 +563,10 @@ def _plan_absent(client, path, recursive):
     current = describe_subvolume(client, path, default_id)
     if current["id"] == TOP_LEVEL_ID:
         raise BtrfsError(f"{path} is the top-level subvolume of its filesystem, which cannot be deleted")
+    # The directory entry goes from the parent: a read-only parent (the top level too) or mount refuses it.
+    if not os.access(os.path.dirname(path), os.W_OK):
+        raise BtrfsError(f"cannot delete {path}: {os.path.dirname(path)} is read-only (a read-only subvolume, or a "
+                         "read-only mount); set read_only=false on it, or remount it read-write, first")
     plan = Plan(_present_view(path, current))
     plan.after = _absent_view(path)
 

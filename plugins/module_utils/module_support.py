@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import (
@@ -122,6 +123,8 @@ def read_state(params):
 def build_applier(params):
     """The StateApplier for the module's scope, ledger and state file options (may raise SystemdError)."""
     default_state_file, default_ledger = default_paths(params["scope"])
+    if params["state_file"] and (params["state_file"].endswith("/") or os.path.isdir(params["state_file"])):
+        raise OpdbusError(f"state_file: {params['state_file']} names a directory; give the path of a file")
     return StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,
                         state_file=params["state_file"] or default_state_file,
                         job_timeout=seconds(params, "job_timeout", 1), lock_timeout=seconds(params, "lock_timeout", 0))

@@ -418,8 +418,10 @@ def check_unit_names(names):
 
 
 def check_dropin_name(name):
-    if not DROPIN_NAME.match(name):
+    if not DROPIN_NAME.fullmatch(name):
         raise NumaError(f"dropin_name: {name!r} must be a file name ending in .conf (systemd reads only those)")
+    if len(name.encode("utf-8")) > 255:
+        raise NumaError(f"dropin_name: {name[:40]!r}... is longer than the 255 bytes a file name can have")
 
 
 def plan_placements(topology, units, live):

@@ -545,11 +545,19 @@ class SnapshotManager:
                 run.intend([{"action": "btrfs_snapshot", "path": item["snapshot"], "source": item["source"]}
                             for item in planned])
             taken = self._take_btrfs(planned, run.progress)
+            document = snapshot_document(units)
+            new_blob = not self.store.exists(hashlib.sha256(canonical_json(document)).hexdigest())
             try:
-                digest = self.store.put(snapshot_document(units))
+                digest = self.store.put(document)
             except OSError as error:
                 raise host_file_error("write the snapshot blob in", self.store.directory, error) from None
-            entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
+            try:
+                entry = run.record({"units": len(units), "label": label, "btrfs": taken}, state_sha256=digest)
+            except OpdbusError:
+                # A ledger that refuses the entry (damaged, full) must not be left a blob nothing names.
+                if new_blob:
+                    self.store.delete(digest)
+                raise
         point = RestorePoint.from_entry(entry)[0]
         return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry}
 

@@ -197,8 +197,22 @@ def verdict(case, answer):
         problems.append(("changed in a read-only run" if not case["check_mode"] else "changed in check mode",
                          "\n".join(changes)))
     elif changes and failed and not result.get("changed"):
-        problems.append(("changed on refusal", "\n".join(changes)))
+        # A run that failed after its intent records the attempt (intent, outcome with the error, the
+        # state blob): that is the ledger doing its job, not a refusal that changed something. Any
+        # other change is still a violation.
+        recorded = isinstance(result.get("entry"), dict)
+        unexplained = [line for line in changes if not (recorded and _ledger_record(line))]
+        if unexplained:
+            problems.append(("changed on refusal", "\n".join(unexplained)))
     return outcome, problems
+
+
+def _ledger_record(line):
+    """Whether a change line is to a case ledger's own files (entries, head, state blobs)."""
+    if not line.startswith("case dir: "):
+        return False
+    path = line[len("case dir: "):].split(": ", 1)[0]
+    return bool(re.fullmatch(r"[^/]+/(ledger\.jsonl|head\.json|snapshots/[0-9a-f]{64}\.json\.zst)", path))
 
 
 def _case_canary(line):
