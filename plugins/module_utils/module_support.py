@@ -39,7 +39,15 @@ def apply_argument_spec():
 def ledger_from_params(params):
     """The Ledger named by ``ledger_path`` (default: the system ledger), once ``lock_timeout`` checks out."""
     seconds(params, "lock_timeout", 0)
+    require_absolute(params, "ledger_path")
     return Ledger(params["ledger_path"] or DEFAULT_LEDGER_DIR)
+
+
+def require_absolute(params, *options):
+    """Refuse a relative path in OPTIONS: it would land wherever the module happens to run."""
+    for option in options:
+        if params[option] and not os.path.isabs(params[option]):
+            raise OpdbusError(f"{option}: {params[option]!r} is not an absolute path")
 
 
 def seconds(params, option, minimum):
@@ -123,6 +131,7 @@ def read_state(params):
 def build_applier(params):
     """The StateApplier for the module's scope, ledger and state file options (may raise SystemdError)."""
     default_state_file, default_ledger = default_paths(params["scope"])
+    require_absolute(params, "state_file", "ledger_path")
     if params["state_file"] and (params["state_file"].endswith("/") or os.path.isdir(params["state_file"])):
         raise OpdbusError(f"state_file: {params['state_file']} names a directory; give the path of a file")
     return StateApplier(SystemdClient(params["scope"]), params["ledger_path"] or default_ledger,

@@ -200,7 +200,7 @@ def verdict(case, answer):
         # A run that failed after its intent records the attempt (intent, outcome with the error, the
         # state blob): that is the ledger doing its job, not a refusal that changed something. Any
         # other change is still a violation.
-        recorded = isinstance(result.get("entry"), dict)
+        recorded = bool(result.get("recorded"))
         unexplained = [line for line in changes if not (recorded and _ledger_record(line))]
         if unexplained:
             problems.append(("changed on refusal", "\n".join(unexplained)))

@@ -455,6 +455,8 @@ class ModuleRun:
                                  if key in result} if isinstance(result, dict) else result
             if isinstance(result, dict):
                 outcome["result"]["keys"] = sorted(result)
+                # Whether the run recorded its outcome in the ledger (a failure after its intent).
+                outcome["result"]["recorded"] = isinstance(result.get("entry"), dict)
                 if isinstance(outcome["result"].get("msg"), str):
                     outcome["result"]["msg"] = outcome["result"]["msg"][:4000]
         return outcome
