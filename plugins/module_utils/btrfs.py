@@ -563,10 +563,6 @@ def _plan_absent(client, path, recursive):
     current = describe_subvolume(client, path, default_id)
     if current["id"] == TOP_LEVEL_ID:
         raise BtrfsError(f"{path} is the top-level subvolume of its filesystem, which cannot be deleted")
-    # The directory entry goes from the parent: a read-only parent (the top level too) or mount refuses it.
-    if not os.access(os.path.dirname(path), os.W_OK):
-        raise BtrfsError(f"cannot delete {path}: {os.path.dirname(path)} is read-only (a read-only subvolume, or a "
-                         "read-only mount); set read_only=false on it, or remount it read-write, first")
     plan = Plan(_present_view(path, current))
     plan.after = _absent_view(path)
 
@@ -587,6 +583,11 @@ def _plan_absent(client, path, recursive):
         raise BtrfsError(f"cannot delete {path}: it or a subvolume in it sits in a read-only subvolume "
                          f"({', '.join(sorted(client.resolve(sub_id, path) for sub_id in frozen))}, inside the "
                          "filesystem); set read_only=false on that one first")
+    # The directory entry goes from the parent: the checks above name a read-only
+    # subvolume; this one catches a read-only top level or mount.
+    if not os.access(os.path.dirname(path), os.W_OK):
+        raise BtrfsError(f"cannot delete {path}: {os.path.dirname(path)} is read-only (a read-only subvolume, or a "
+                         "read-only mount); set read_only=false on it, or remount it read-write, first")
     # The kernel deletes a subvolume even while it is mounted elsewhere, so this is checked here.
     busy = sorted(mount.mount_point for mount in client.mounts() if mount.device == found.mount.device
                   and (mount.root == fs_path or mount.root.startswith(fs_path + "/")))
