@@ -120,7 +120,7 @@ def target(request, tmp_path):
     info = fleet.state()["hosts"]["node1"]["btrfs"]
 
     def node_shell(command, check):
-        result = fleet.ssh("node1", f"export LC_ALL=C; {command}", check=False)
+        result = fleet.ssh("node1", f"export LC_ALL=C; {command}", check=False, timeout=300)
         if check and result.returncode != 0:
             pytest.fail(f"node1: `{command}` failed ({result.returncode}): {result.stderr}")
         return result
