@@ -246,8 +246,9 @@ class StateApplier:
 
         units = self.client.read_units([plan.name for plan in plans])
         skipped = self._skipped_starts(jobs, units)
-        # A finished job counts as a change only if it had its effect (a start that failed did not).
-        actions += [{"unit": name, "action": verb} for name, verb in jobs if units[name].running == (verb == "start")]
+        # A job systemd ran is a change even when the unit then failed (its process ran, and the unit is
+        # left "failed"); only a start that systemd skipped for an unmet condition changed nothing.
+        actions += [{"unit": name, "action": verb} for name, verb in jobs if name not in skipped]
         actions.sort(key=lambda action: PHASES[action["action"]])
         progress.pop("attempted", None)
         for plan in plans:
