@@ -26,4 +26,6 @@ notes:
   - Before its first change the module records an C(intent) entry with the planned actions, and
     afterwards the outcome, also when the run fails part-way. A run killed in between is reported
     by the next run and by M(opdbus.fleet.opdbus_ledger_info) as interrupted.
+seealso:
+  - module: opdbus.fleet.opdbus_ledger_info
 """

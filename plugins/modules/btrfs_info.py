@@ -93,20 +93,10 @@ subvolumes:
       type: int
       returned: always
     uuid:
-      description: The subvolume's UUID.
+      description:
+        - The subvolume's UUID. It also has C(parent_uuid), C(received_uuid) and C(generation), as
+          in RV(opdbus.fleet.btrfs_subvolume#module:subvolume).
       type: str
-      returned: always
-    parent_uuid:
-      description: UUID of the subvolume it is a snapshot of; V(null) if none.
-      type: str
-      returned: always
-    received_uuid:
-      description: UUID it was received as (btrfs receive); V(null) if none.
-      type: str
-      returned: always
-    generation:
-      description: Generation of the subvolume's last change.
-      type: int
       returned: always
     read_only:
       description: Whether it is read-only.
@@ -129,19 +119,13 @@ subvolumes:
       mountpoints: [/]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient, describe_filesystem
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.info import info_task
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import ArgumentSpec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True)), supports_check_mode=True)
-    try:
-        info = describe_filesystem(BtrfsClient(module), module.params["path"])
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    module.exit_json(changed=False, **info)
+    run_module(ArgumentSpec(dict(path=dict(type="path", required=True))), info_task)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,6 @@ extends_documentation_fragment:
   - opdbus.fleet.ledger
 seealso:
   - module: opdbus.fleet.btrfs_info
-  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -226,33 +225,23 @@ entry:
     checkpoint: {origin: 6d1c..., size: 5, root: 51e0...}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import COMPRESSION_CHOICES, BtrfsClient, manage_subvolume
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import ledger_argument_spec, ledger_from_params
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.parse import COMPRESSION_CHOICES
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.subvolume import subvolume_task
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import ArgumentSpec, ledger_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            snapshot_source=dict(type="path"),
-            read_only=dict(type="bool"),
-            compression=dict(type="str", choices=list(COMPRESSION_CHOICES)),
-            default=dict(type="bool"),
-            recursive=dict(type="bool", default=False),
-            **ledger_argument_spec(),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        ledger = ledger_from_params(module.params)
-        result = manage_subvolume(BtrfsClient(module), ledger, module.params, module.check_mode, module.warn)
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    module.exit_json(**result)
+    spec = ledger_spec().merge(ArgumentSpec(dict(
+        path=dict(type="path", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        snapshot_source=dict(type="path"),
+        read_only=dict(type="bool"),
+        compression=dict(type="str", choices=list(COMPRESSION_CHOICES)),
+        default=dict(type="bool"),
+        recursive=dict(type="bool", default=False),
+    )))
+    run_module(spec, subvolume_task)
 
 
 if __name__ == "__main__":

@@ -67,14 +67,6 @@ options:
       - With V(false) the task succeeds and reports RV(valid) and RV(problems) for the caller to act on.
     type: bool
     default: true
-  query:
-    description:
-      - A JMESPath expression evaluated on the host over the module's result (RV(entries),
-        RV(restore_points), RV(pruned), RV(checkpoint), RV(valid), RV(problems), RV(recoverable),
-        RV(interrupted), RV(in_progress), RV(anchor_checked) and RV(anchor_proof)); its value is
-        returned as RV(query_result).
-      - Useful to send a small answer instead of many entries over the connection.
-    type: str
 requirements:
   - jmespath, on the target, only when O(query) is used
 attributes:
@@ -89,6 +81,8 @@ notes:
   - The module holds a shared lock on the ledger while it reads and verifies it, so entries, checkpoint
     and verification describe one state of the ledger, never half of a change being recorded at the
     same time; such a change waits until the module is done.
+extends_documentation_fragment:
+  - opdbus.fleet.query
 seealso:
   - name: RFC 9162, Certificate Transparency Version 2.0, section 2.1
     description: The Merkle tree, inclusion and consistency proofs the ledger uses.
@@ -308,55 +302,23 @@ query_result:
   sample: ["cups.service", "sshd.service"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import DEFAULT_LEDGER_DIR
-from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import ledger_report
-
-
-def _describe(problem):
-    if problem["seq"] is not None:
-        where = "at seq %d" % problem["seq"]
-    elif "anchor" in problem["kind"]:
-        where = "against the anchor"
-    else:
-        where = "in head.json"
-    return "%s %s: %s" % (problem["kind"], where, problem["detail"])
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import ArgumentSpec, query_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import DEFAULT_LEDGER_DIR
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.snapshots import ledger_info_task
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", default=DEFAULT_LEDGER_DIR),
-            since=dict(type="int"),
-            limit=dict(type="int"),
-            # Checked by the ledger (with messages naming the key), not with suboptions: ansible-core
-            # crashes on a suboption spec given a value that is not a mapping.
-            anchor=dict(type="dict"),
-            fail_on_invalid=dict(type="bool", default=True),
-            query=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    if params["limit"] is not None and params["limit"] < 0:
-        module.fail_json(msg="limit must be 0 or more, not %d" % params["limit"])
-    try:
-        report, warnings = ledger_report(params["path"], params["anchor"], params["since"], params["limit"])
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    for warning in warnings:
-        module.warn(warning)
-    result = dict(report, changed=False)
-    if not result["valid"] and params["fail_on_invalid"]:
-        failure = {key: value for key, value in result.items() if key != "entries"}
-        module.fail_json(msg="the ledger in %s failed verification: %s" % (params["path"], _describe(result["problems"][0])),
-                         **failure)
-    if params["query"] is not None:
-        view = {key: value for key, value in result.items() if key != "changed"}
-        result["query_result"] = run_query(module, params["query"], view)
-    module.exit_json(**result)
+    spec = query_spec().merge(ArgumentSpec(dict(
+        path=dict(type="path", default=DEFAULT_LEDGER_DIR),
+        since=dict(type="int"),
+        limit=dict(type="int"),
+        # Checked by the ledger (with messages naming the key), not with suboptions: ansible-core
+        # crashes on a suboption spec given a value that is not a mapping.
+        anchor=dict(type="dict"),
+        fail_on_invalid=dict(type="bool", default=True),
+    )))
+    run_module(spec, ledger_info_task)
 
 
 if __name__ == "__main__":

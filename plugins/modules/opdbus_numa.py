@@ -100,7 +100,6 @@ extends_documentation_fragment:
   - opdbus.fleet.ledger
 seealso:
   - module: opdbus.fleet.opdbus_numa_info
-  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -210,33 +209,20 @@ entry:
     checkpoint: {origin: 6d1c..., size: 9, root: 51e0...}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import ledger_argument_spec, ledger_from_params
-from ansible_collections.opdbus.fleet.plugins.module_utils.numa import DEFAULT_DROPIN, SYSFS_ROOT, place_units
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdClient, require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import ArgumentSpec, job_timeout_spec, ledger_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.placement import DEFAULT_DROPIN, placement_task
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.topology import sysfs_spec
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            units=dict(type="dict", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            restart=dict(type="bool", default=False),
-            dropin_name=dict(type="str", default=DEFAULT_DROPIN),
-            sysfs_root=dict(type="path", default=SYSFS_ROOT),
-            job_timeout=dict(type="int", default=90),
-            **ledger_argument_spec(),
-        ),
-        supports_check_mode=True,
-    )
-    require_dbus(module)
-    try:
-        ledger = ledger_from_params(module.params)
-        result = place_units(SystemdClient(), ledger, module.params, module.check_mode, module.warn)
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    module.exit_json(**result)
+    spec = ledger_spec().merge(job_timeout_spec(), sysfs_spec(), ArgumentSpec(dict(
+        units=dict(type="dict", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        restart=dict(type="bool", default=False),
+        dropin_name=dict(type="str", default=DEFAULT_DROPIN),
+    )))
+    run_module(spec, placement_task, needs=("dbus",))
 
 
 if __name__ == "__main__":

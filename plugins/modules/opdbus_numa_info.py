@@ -25,19 +25,6 @@ options:
       - Where sysfs is mounted. Only tests need another value, to read a fixture tree.
     type: path
     default: /sys
-  query:
-    description:
-      - A JMESPath expression evaluated over the result (C(numa_supported), C(node_ids), C(cpus), C(nodes),
-        C(distance_matrix), C(devices)); its answer is returned as RV(query_result).
-        Requires jmespath on the host (C(python3-jmespath)).
-    type: str
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
 notes:
   - A device whose firmware does not tell the kernel its node reports C(numa_node) -1; it is returned
     with RV(devices[].node=null). Laptops and virtual machines usually report every device so.
@@ -46,6 +33,9 @@ notes:
     NICs are network controllers (C(0x02xxxx)), Ethernet, InfiniBand or Wi-Fi; NVMe controllers are
     class C(0x010802).
   - See C(docs/numa.md) in the collection for what is read from where.
+extends_documentation_fragment:
+  - opdbus.fleet.attributes.info_module
+  - opdbus.fleet.query
 seealso:
   - module: opdbus.fleet.opdbus_numa
 """
@@ -162,23 +152,13 @@ query_result:
   type: raw
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.numa import SYSFS_ROOT, NumaError, Topology
-from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import query_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.topology import sysfs_spec, topology_task
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(sysfs_root=dict(type="path", default=SYSFS_ROOT), query=dict(type="str")),
-        supports_check_mode=True,
-    )
-    try:
-        result = Topology.read(module.params["sysfs_root"]).as_dict()
-    except NumaError as error:
-        module.fail_json(msg=str(error))
-    if module.params["query"]:
-        result["query_result"] = run_query(module, module.params["query"], result)
-    module.exit_json(changed=False, **result)
+    run_module(sysfs_spec().merge(query_spec()), topology_task)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,6 @@ notes:
     their declaration. To keep a rollback, change the document too.
 seealso:
   - module: opdbus.fleet.opdbus_state
-  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -195,10 +194,7 @@ failed_units:
   returned: when a unit failed
   type: dict
 interrupted:
-  description:
-    - Seqs of intents whose run was interrupted before recording its outcome (killed, or the host
-      lost power). This run warns about each; the first run that changes something records an
-      C(interrupted) entry for it.
+  description: Seqs of intents of interrupted runs, as in RV(opdbus.fleet.opdbus_state#module:interrupted).
   returned: always
   type: list
   elements: int
@@ -216,23 +212,14 @@ timing:
   type: dict
 """
 
-import time
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import BtrfsClient
-from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    apply_argument_spec, build_applier, run_apply_task, scope_argument_spec)
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import (
-    ZSTANDARD_IMPORT_ERROR, snapshot_task, zstandard)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import ArgumentSpec, apply_spec, scope_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.snapshot_task import snapshot_task
 
 
 def main():
-    started = time.monotonic()
-    module = AnsibleModule(
-        argument_spec=dict(
-            scope_argument_spec(),
-            **apply_argument_spec(),
+    spec = scope_spec().merge(apply_spec(), ArgumentSpec(
+        dict(
             state=dict(type="str", choices=["present", "restored", "pruned", "absent"], default="present"),
             id=dict(type="str"),
             label=dict(type="str"),
@@ -244,15 +231,8 @@ def main():
             btrfs_snapshot_dir=dict(type="path"),
         ),
         required_if=[("state", "restored", ["id"]), ("state", "absent", ["id"]), ("state", "pruned", ["retention"])],
-        supports_check_mode=True,
-    )
-    require_dbus(module)
-    if zstandard is None:
-        module.fail_json(msg=missing_required_lib("zstandard", reason="to store snapshots")
-                         + " Install python3-zstandard on the managed host.", exception=ZSTANDARD_IMPORT_ERROR)
-    run_apply_task(module, started,
-                   lambda: snapshot_task(module.params, module.check_mode, build_applier(module.params), BtrfsClient(module)),
-                   "units did not reach the restore point's state: ")
+    ))
+    run_module(spec, snapshot_task, needs=("dbus", "zstandard"), timed=True)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,6 @@ notes:
     then report it in RV(conditions_unmet) instead.
 seealso:
   - module: opdbus.fleet.opdbus_state_info
-  - module: opdbus.fleet.opdbus_ledger_info
 """
 
 EXAMPLES = r"""
@@ -111,17 +110,10 @@ actions:
   sample: [{"unit": "cups.service", "action": "stop"}, {"unit": "cups.service", "action": "mask"}]
 units:
   description:
-    - Live state of every declared unit after the run (before it, in check mode), as systemd reports it.
+    - Live state of every declared unit after the run (before it, in check mode), as systemd reports
+      it, in the form of RV(opdbus.fleet.opdbus_state_info#module:units).
   returned: always
   type: dict
-  sample:
-    ssh.service:
-      load_state: loaded
-      active_state: active
-      sub_state: running
-      unit_file_state: enabled
-      enabled: true
-      masked: false
 files:
   description: The state files this run wrote (in check mode, would write).
   returned: always
@@ -180,25 +172,13 @@ timing:
   sample: {"total_ms": 31.2}
 """
 
-import time
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    apply_argument_spec, apply_state, document_argument_spec, run_apply_task, scope_argument_spec)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import apply_spec, document_spec, scope_spec
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.tasks import apply_task
 
 
 def main():
-    started = time.monotonic()
-    module = AnsibleModule(
-        argument_spec=dict(document_argument_spec(), **scope_argument_spec(), **apply_argument_spec()),
-        mutually_exclusive=[("state", "src")],
-        required_one_of=[("state", "src")],
-        supports_check_mode=True,
-    )
-    require_dbus(module)
-    run_apply_task(module, started, lambda: apply_state(module.params, module.check_mode),
-                   "units did not reach their declared state: ")
+    run_module(document_spec(required=True).merge(scope_spec(), apply_spec()), apply_task, needs=("dbus",), timed=True)
 
 
 if __name__ == "__main__":

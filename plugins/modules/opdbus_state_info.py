@@ -18,6 +18,8 @@ description:
 author:
   - opdbus.fleet developers (@opdbus)
 extends_documentation_fragment:
+  - opdbus.fleet.attributes.info_module
+  - opdbus.fleet.query
   - opdbus.fleet.state_document
   - opdbus.fleet.systemd
 options:
@@ -28,18 +30,6 @@ options:
         systemd knows (loaded units and installed unit files; templates without an instance excluded).
     type: list
     elements: str
-  query:
-    description:
-      - A JMESPath expression evaluated over C({units, drift, absent, conditions_unmet, in_sync}); its answer is returned as
-        RV(query_result). Requires jmespath on the host (C(python3-jmespath)).
-    type: str
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
 seealso:
   - module: opdbus.fleet.opdbus_state
 """
@@ -111,29 +101,15 @@ query_result:
   type: raw
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.module_support import (
-    document_argument_spec, read_state, scope_argument_spec)
-from ansible_collections.opdbus.fleet.plugins.module_utils.query import run_query
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import require_dbus
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import (
+    ArgumentSpec, document_spec, query_spec, scope_spec)
+from ansible_collections.opdbus.fleet.plugins.module_utils._module import run_module
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.tasks import state_info_task
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(document_argument_spec(), **scope_argument_spec(),
-                           units=dict(type="list", elements="str"), query=dict(type="str")),
-        mutually_exclusive=[("state", "src")],
-        supports_check_mode=True,
-    )
-    require_dbus(module)
-    try:
-        result = read_state(module.params)
-    except OpdbusError as error:
-        module.fail_json(msg=str(error), **error.details)
-    if module.params["query"]:
-        result["query_result"] = run_query(module, module.params["query"], result)
-    module.exit_json(changed=False, **result)
+    spec = document_spec().merge(scope_spec(), query_spec(), ArgumentSpec(dict(units=dict(type="list", elements="str"))))
+    run_module(spec, state_info_task, needs=("dbus",))
 
 
 if __name__ == "__main__":

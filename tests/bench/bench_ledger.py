@@ -27,9 +27,9 @@ import sys
 import tempfile
 import time
 
-from ansible_collections.opdbus.fleet.plugins.module_utils import ledger as ledger_module
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import verify as ledger_verify
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.recorded_run import RecordedRun
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import entry_lines, sample_changes, write_ledger
 
 VERIFY_TARGET = 100000.0
@@ -70,12 +70,12 @@ def bench_verify(workdir, entries, repeat):
         "verify": best_rate(entries, lambda: ledger.verify(anchor=checkpoint), repeat),
         "raw": best_rate(entries, raw, repeat),
     }
-    saved = ledger_module._PARALLEL_MIN_LINES
-    ledger_module._PARALLEL_MIN_LINES = float("inf")
+    saved = ledger_verify._PARALLEL_MIN_LINES
+    ledger_verify._PARALLEL_MIN_LINES = float("inf")
     try:
         rates["verify_one_process"] = best_rate(entries, lambda: ledger.verify(anchor=checkpoint), repeat)
     finally:
-        ledger_module._PARALLEL_MIN_LINES = saved
+        ledger_verify._PARALLEL_MIN_LINES = saved
     rates["line_bytes"] = statistics.mean(len(line) + 1 for line in lines)
     return rates
 

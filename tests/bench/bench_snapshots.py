@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.join(REPO, "tests", "fleet"))
 sys.path.insert(0, os.path.join(REPO, "build"))
 
 from fleet import Fleet  # noqa: E402  (paths set up just above)
-from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import StateApplier  # noqa: E402
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import SnapshotManager  # noqa: E402
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UnitStatus  # noqa: E402
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.apply import StateApplier  # noqa: E402
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.snapshots import SnapshotManager  # noqa: E402
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import UnitStatus  # noqa: E402
 
 UNITS = 100
 HISTORY = 1000

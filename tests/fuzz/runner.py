@@ -525,7 +525,7 @@ class Seeds:
         self.files[name] = files
 
     def describe(self):
-        from ansible_collections.opdbus.fleet.plugins.module_utils import merkle
+        from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import merkle
 
         described = {}
         for name, files in self.files.items():
@@ -698,7 +698,7 @@ def mutate(directory, mutations, case_dir):
 
 def rehash(directory, lines):
     """Re-link LINES into a ledger whose hashes all check out (a consistent rewrite), with its head."""
-    from ansible_collections.opdbus.fleet.plugins.module_utils import merkle
+    from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import merkle
 
     frontier = merkle.Frontier()
     out = []
@@ -936,7 +936,7 @@ class Runner:
         self.seeds.capture("history", ledger)
         # A run killed between its intent and its outcome leaves an intent as the last entry.
         try:
-            from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
+            from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
 
             Ledger(ledger).append("intent", {"for": "apply", "planned": [{"unit": "fuzz-b.service", "action": "start"}]})
             self.seeds.capture("interrupted", ledger)

@@ -112,11 +112,12 @@ class Collection:
 
     def __init__(self, debug_dir):
         sys.path.insert(0, debug_dir)
-        from ansible_collections.opdbus.fleet.plugins.module_utils import ledger, snapshots, systemd
+        from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import blobs, store
+        from ansible_collections.opdbus.fleet.plugins.module_utils._systemd import units
 
-        self.Ledger = ledger.Ledger
-        self.BlobStore = snapshots.BlobStore
-        self.UnitStatus = systemd.UnitStatus
+        self.Ledger = store.Ledger
+        self.BlobStore = blobs.BlobStore
+        self.UnitStatus = units.UnitStatus
 
 
 def kill_runs(wrapper, wanted):

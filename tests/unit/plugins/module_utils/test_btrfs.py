@@ -9,25 +9,16 @@ import os
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import (
-    REQUEST_OPTIONS,
-    BtrfsClient,
-    BtrfsError,
-    Mount,
-    Plan,
-    manage_subvolume,
-    mount_containing,
-    parse_compression,
-    parse_default_id,
-    parse_filesystem_show,
-    parse_mountinfo,
-    parse_property,
-    parse_subvolume_list,
-    parse_subvolume_show,
-    subvolume_request,
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.client import BtrfsClient
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.parse import (
+    BtrfsError, Mount, mount_containing, parse_compression, parse_default_id, parse_filesystem_show, parse_mountinfo,
+    parse_property, parse_subvolume_list, parse_subvolume_show,
 )
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import HostFileError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.subvolume import (
+    REQUEST_OPTIONS, Plan, manage_subvolume, subvolume_request,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import HostFileError
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "btrfs")
 ROOT_UUID = "846797ca-5923-5249-b892-1619fa9f6c24"  # @root in the captured filesystem
@@ -195,35 +186,38 @@ def test_mount_containing_picks_the_longest_and_the_last_stacked_mount():
 
 # --------------------------------------------------------------------------- the client's commands
 
-class FakeModule:
-    """run_command answers from a table of argv tuples (without the btrfs binary)."""
+class FakeCommands:
+    """The client's run and find callables, answering from a table of argv tuples (without the btrfs binary)."""
 
     def __init__(self, answers=None, btrfs="/usr/bin/btrfs"):
         self.answers = answers or {}
         self.btrfs = btrfs
         self.calls = []
 
-    def get_bin_path(self, name):
+    def find(self, name):
         return self.btrfs if name == "btrfs" else None
 
-    def run_command(self, argv, environ_update=None):
-        self.calls.append((argv, environ_update))
+    def run(self, argv, environ=None):
+        self.calls.append((argv, environ))
         return self.answers.get(tuple(argv[1:]), (0, "", ""))
+
+    def client(self, **options):
+        return BtrfsClient(self.run, self.find, **options)
 
 
 def test_commands_are_argument_vectors_in_the_c_locale():
-    module = FakeModule({("subvolume", "get-default", "/mnt/my pool"): (0, fixture("get_default_subvolume"), "")})
-    assert BtrfsClient(module).default_id("/mnt/my pool") == 256
-    argv, environ = module.calls[0]
+    commands = FakeCommands({("subvolume", "get-default", "/mnt/my pool"): (0, fixture("get_default_subvolume"), "")})
+    assert commands.client().default_id("/mnt/my pool") == 256
+    argv, environ = commands.calls[0]
     assert argv == ["/usr/bin/btrfs", "subvolume", "get-default", "/mnt/my pool"]
     assert environ["LC_ALL"] == "C"
 
 
 def test_a_failed_command_is_one_error_with_command_rc_and_stderr():
-    module = FakeModule({("subvolume", "delete", "/pool/x"): (1, "Delete subvolume (no-commit): '/pool/x'\n",
-                                                              "ERROR: Could not destroy subvolume/snapshot: Directory not empty\n")})
+    commands = FakeCommands({("subvolume", "delete", "/pool/x"): (1, "Delete subvolume (no-commit): '/pool/x'\n",
+                                                                  "ERROR: Could not destroy subvolume/snapshot: Directory not empty\n")})
     with pytest.raises(BtrfsError) as raised:
-        BtrfsClient(module).delete("/pool/x")
+        commands.client().delete("/pool/x")
     assert str(raised.value) == ("/usr/bin/btrfs subvolume delete /pool/x failed with exit code 1: "
                                  "ERROR: Could not destroy subvolume/snapshot: Directory not empty")
     assert raised.value.details["cmd"] == ["/usr/bin/btrfs", "subvolume", "delete", "/pool/x"]
@@ -232,35 +226,35 @@ def test_a_failed_command_is_one_error_with_command_rc_and_stderr():
 
 def test_missing_btrfs_progs_is_an_actionable_error():
     with pytest.raises(BtrfsError, match="install btrfs-progs"):
-        BtrfsClient(FakeModule(btrfs=None)).default_id("/pool")
+        FakeCommands(btrfs=None).client().default_id("/pool")
 
 
 def test_resolve_gives_paths_inside_the_filesystem():
-    module = FakeModule({
+    commands = FakeCommands({
         ("inspect-internal", "subvolid-resolve", "258", "/sub"): (0, fixture("subvolid_resolve_nested"), ""),
         ("inspect-internal", "subvolid-resolve", "5", "/sub"): (0, fixture("subvolid_resolve_top_level"), ""),
     })
-    client = BtrfsClient(module)
+    client = commands.client()
     assert client.resolve(258, "/sub") == "/@root/dir/nested"
     assert client.resolve(5, "/sub") == "/"
 
 
 def test_subvolume_tree_marks_read_only_subvolumes():
     list_args = ("subvolume", "list", "-p", "-c", "-g", "-u", "-q", "-R")
-    module = FakeModule({
+    commands = FakeCommands({
         list_args + ("/pool",): (0, fixture("subvolume_list"), ""),
         list_args + ("-r", "/pool"): (0, fixture("subvolume_list_readonly"), ""),
     })
-    tree = BtrfsClient(module).subvolume_tree("/pool")
+    tree = commands.client().subvolume_tree("/pool")
     assert [entry["id"] for entry in tree if entry["read_only"]] == [259]
 
 
 def test_subvolume_reads_show_and_compression():
-    module = FakeModule({
+    commands = FakeCommands({
         ("subvolume", "show", "/pool/@root"): (0, fixture("subvolume_show_with_snapshots"), ""),
         ("property", "get", "-t", "inode", "/pool/@root", "compression"): (0, fixture("property_compression_zstd"), ""),
     })
-    info = BtrfsClient(module).subvolume("/pool/@root")
+    info = commands.client().subvolume("/pool/@root")
     assert (info["id"], info["compression"]) == (256, "zstd")
 
 
@@ -273,9 +267,9 @@ def test_subvolume_reads_show_and_compression():
     ("reset_default", ("/p/s",), ["subvolume", "set-default", "5", "/p/s"]),
 ])
 def test_change_commands(method, args, argv):
-    module = FakeModule()
-    getattr(BtrfsClient(module), method)(*args)
-    assert module.calls[0][0] == ["/usr/bin/btrfs"] + argv
+    commands = FakeCommands()
+    getattr(commands.client(), method)(*args)
+    assert commands.calls[0][0] == ["/usr/bin/btrfs"] + argv
 
 
 def test_inspect_tells_directories_files_and_missing_paths_apart(tmp_path):
@@ -284,7 +278,7 @@ def test_inspect_tells_directories_files_and_missing_paths_apart(tmp_path):
     mountinfo = tmp_path / "mountinfo"
     # Pretend tmp_path is a BTRFS mount: a directory there is still no subvolume unless it is inode 256.
     mountinfo.write_text(f"1 0 0:50 / {tmp_path} rw - btrfs /dev/loop0 rw\n")
-    client = BtrfsClient(FakeModule(), mountinfo=str(mountinfo))
+    client = FakeCommands().client(mountinfo=str(mountinfo))
     assert client.inspect(str(tmp_path / "dir")).kind == "directory"
     assert client.inspect(str(tmp_path / "file")).kind == "other"
     missing = client.inspect(str(tmp_path / "no" / "such"))
@@ -295,13 +289,13 @@ def test_inspect_walks_up_past_a_file_in_the_way(tmp_path):
     (tmp_path / "file").write_text("")
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(f"1 0 0:50 / {tmp_path} rw - btrfs /dev/loop0 rw\n")
-    found = BtrfsClient(FakeModule(), mountinfo=str(mountinfo)).inspect(str(tmp_path / "file" / "sub"))
+    found = FakeCommands().client(mountinfo=str(mountinfo)).inspect(str(tmp_path / "file" / "sub"))
     assert found.kind == "missing" and found.mount.mount_point == str(tmp_path)
 
 
 def test_unreadable_mount_table_is_a_clear_error(tmp_path):
     with pytest.raises(HostFileError, match=r"^cannot read .*/no-mountinfo: No such file or directory$"):
-        BtrfsClient(FakeModule(), mountinfo=str(tmp_path / "no-mountinfo")).mounts()
+        FakeCommands().client(mountinfo=str(tmp_path / "no-mountinfo")).mounts()
 
 
 # --------------------------------------------------------------------------- requests and runs
@@ -354,7 +348,7 @@ def test_refused_runs_record_nothing_and_create_no_ledger(tmp_path, check_mode):
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(f"1 0 8:1 / {tmp_path} rw - ext4 /dev/sda1 rw\n")
     ledger = Ledger(str(tmp_path / "ledger"))
-    client = BtrfsClient(FakeModule(), mountinfo=str(mountinfo))
+    client = FakeCommands().client(mountinfo=str(mountinfo))
     with pytest.raises(BtrfsError, match="must be an absolute path") as relative:
         manage_subvolume(client, ledger, task_params(path="sub"), check_mode, pytest.fail)
     assert relative.value.details == {"changed": False, "actions": [], "entry": None}

@@ -12,19 +12,10 @@ import stat
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
-    DEFAULT_LEDGER_DIR,
-    Ledger,
-    LedgerError,
-    canonical_json,
-)
-from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import (
-    EMPTY_ROOT,
-    Frontier,
-    leaf_hash,
-    root_from_leaf_hashes,
-    verify_consistency,
-    verify_inclusion,
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import LedgerError, canonical_json
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import DEFAULT_LEDGER_DIR, Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.merkle import (
+    EMPTY_ROOT, Frontier, leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion,
 )
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import (
     append_entries,

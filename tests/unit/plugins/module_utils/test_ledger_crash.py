@@ -11,7 +11,7 @@ import random
 import signal
 import time
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
 
 KILLS = 1000
 # A fresh ledger every so often keeps each verification cheap.

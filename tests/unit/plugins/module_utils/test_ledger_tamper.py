@@ -14,13 +14,11 @@ from datetime import datetime
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils import ledger as ledger_module
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, canonical_json
-from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import (
-    EMPTY_ROOT,
-    Frontier,
-    leaf_hash,
-    root_from_leaf_hashes,
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import verify as ledger_verify
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import canonical_json
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.merkle import (
+    EMPTY_ROOT, Frontier, leaf_hash, root_from_leaf_hashes,
 )
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import (
     append_entries,
@@ -360,16 +358,16 @@ def tampered_variants(lines):
 def test_two_processes_agree_with_one(scratch, monkeypatch):
     area, lines, checkpoint = scratch(31)
     for name, variant in tampered_variants(lines):
-        monkeypatch.setattr(ledger_module, "_PARALLEL_MIN_LINES", 10 ** 9)
+        monkeypatch.setattr(ledger_verify, "_PARALLEL_MIN_LINES", 10 ** 9)
         serial = area.verify(variant, anchor=checkpoint)
-        monkeypatch.setattr(ledger_module, "_PARALLEL_MIN_LINES", 2)
+        monkeypatch.setattr(ledger_verify, "_PARALLEL_MIN_LINES", 2)
         parallel = area.verify(variant, anchor=checkpoint)
         assert parallel == serial, name
         assert serial["valid"] == (name == "intact"), name
 
 
 def test_large_ledger_verified_in_two_processes(tmp_path):
-    size = 2 * ledger_module._PARALLEL_MIN_LINES + 1
+    size = 2 * ledger_verify._PARALLEL_MIN_LINES + 1
     lines, _frontier = entry_lines(size, seed=7)
     directory = str(tmp_path / "bc")
     checkpoint = write_ledger(directory, lines)

@@ -10,16 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import (
-    EMPTY_ROOT,
-    Frontier,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    node_hash,
-    root_from_leaf_hashes,
-    verify_consistency,
-    verify_inclusion,
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.merkle import (
+    EMPTY_ROOT, Frontier, consistency_proof, inclusion_proof, leaf_hash, node_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion,
 )
 
 

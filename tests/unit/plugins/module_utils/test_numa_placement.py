@@ -11,12 +11,14 @@ import stat
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils import numa
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.numa import (
-    DropinSet, NumaError, Topology, check_systemd_version, check_unit_names, place_units, plan_placements)
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa import placement
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.placement import (
+    DropinSet, check_systemd_version, check_unit_names, place_units, plan_placements,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.topology import NumaError, Topology
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.numa import sysfs
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import UnitStatus
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import UnitStatus
 
 HEADER = ("# CPUAffinity= and NUMAMask= add up across the unit and its drop-ins: the empty\n"
           "# assignments discard earlier values, so this file alone decides.\n")
@@ -245,8 +247,8 @@ def test_digests_are_what_sha256sum_prints(tmp_path):
     text = "[Service]\nCPUAffinity=\nCPUAffinity=1\n# \u00e9\n"
     path = tmp_path / "f"
     path.write_bytes(text.encode("utf-8"))
-    assert numa.text_sha256(text) == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert numa.text_sha256(None) is None
+    assert placement.text_sha256(text) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert placement.text_sha256(None) is None
 
 
 def test_unreadable_dropin_fails_before_anything_is_written(tmp_path):
@@ -271,7 +273,7 @@ def test_write_failure_names_the_unit_and_says_what_to_do(tmp_path, monkeypatch,
             raise OSError(code, os.strerror(code))
         os.rename(source, destination)
 
-    monkeypatch.setattr(numa.os, "replace", failing)
+    monkeypatch.setattr(placement.os, "replace", failing)
     dropins = DropinSet({"a.service": "x\n", "b.service": "y\n"}, "50-numa.conf", unit_dir=str(tmp_path))
     first, second = dropins.changed
     first.write()
@@ -301,7 +303,7 @@ def test_systemd_older_than_243_is_refused(version, accepted):
 ])
 def test_bad_options_are_refused_before_the_lock_and_before_systemd_is_asked(tmp_path, options, message):
     params = dict(units={"app.service": {"strategy": "default"}}, state="present", restart=True,
-                  dropin_name=numa.DEFAULT_DROPIN, sysfs_root=str(tmp_path), job_timeout=90, lock_timeout=5)
+                  dropin_name=placement.DEFAULT_DROPIN, sysfs_root=str(tmp_path), job_timeout=90, lock_timeout=5)
     params.update(options)
     ledger = Ledger(str(tmp_path / "ledger"))
     # No client: a refusal must come before the first question to systemd.

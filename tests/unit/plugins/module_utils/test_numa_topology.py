@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.numa import NumaError, Topology, format_list, parse_list
+from ansible_collections.opdbus.fleet.plugins.module_utils._numa.topology import (
+    NumaError, Topology, format_list, parse_list,
+)
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.numa import sysfs
 
 

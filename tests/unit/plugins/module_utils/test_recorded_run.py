@@ -11,10 +11,11 @@ import textwrap
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, LedgerError, canonical_json
-from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import Frontier, leaf_hash
-from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import LedgerError, canonical_json
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.merkle import Frontier, leaf_hash
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.recorded_run import RecordedRun
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import write_ledger
 
 PLANNED = [{"unit": "a.service", "action": "start"}, {"unit": "b.service", "action": "mask"}]
@@ -88,8 +89,8 @@ def test_no_intent_no_entry(tmp_path):
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys
-    from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
-    from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
+    from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+    from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.recorded_run import RecordedRun
     run = RecordedRun(Ledger(sys.argv[1]), "apply").__enter__()
     run.intend([{"unit": "a.service", "action": "start"}])
     os.kill(os.getpid(), 9)

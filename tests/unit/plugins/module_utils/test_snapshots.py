@@ -14,13 +14,16 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opdbus.fleet.plugins.module_utils import snapshots
-from ansible_collections.opdbus.fleet.plugins.module_utils.apply_engine import StateApplier
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import (
-    RETENTION_PERIODS, BlobProblem, BlobStore, History, SnapshotError, SnapshotManager, btrfs_record_problem,
-    check_blobs, declared_units, ledger_report, require_digest, retained_ids, validate_retention)
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import StateDocumentError
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger import blobs
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.apply import StateApplier
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.blobs import (
+    BlobProblem, BlobStore, SnapshotError, require_digest,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.snapshots import (
+    RETENTION_PERIODS, History, SnapshotManager, btrfs_record_problem, check_blobs, declared_units, ledger_report, retained_ids, validate_retention,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.document import StateDocumentError
 
 UTC = datetime.timezone.utc
 
@@ -378,7 +381,7 @@ def test_a_reused_blob_is_checked_and_a_damaged_one_written_again(tmp_path):
      "blob_corrupt", "inflates to more than 4096 bytes"),
 ])
 def test_damaged_blobs_are_named_by_kind(tmp_path, monkeypatch, damage, kind, message):
-    monkeypatch.setattr(snapshots, "MAX_DOCUMENT_BYTES", 4096)
+    monkeypatch.setattr(blobs, "MAX_DOCUMENT_BYTES", 4096)
     store = BlobStore(str(tmp_path))
     digest = store.put(DOCUMENT)
     damage(store.path(digest))

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
-    ACTION_ORDER, StateDocumentError, drift, expected_after, plan_unit, snapshot_document, validate)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import JobFacts, UnitStatus
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.document import (
+    ACTION_ORDER, StateDocumentError, drift, expected_after, plan_unit, snapshot_document, validate,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import JobFacts, UnitStatus
 
 
 def document(units, **top):

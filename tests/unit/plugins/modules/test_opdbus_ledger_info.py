@@ -14,9 +14,11 @@ import sys
 
 import pytest
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger
-from ansible_collections.opdbus.fleet.plugins.module_utils.merkle import EMPTY_ROOT, verify_consistency
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.merkle import (
+    EMPTY_ROOT, verify_consistency,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.blobs import BlobStore
 from ansible_collections.opdbus.fleet.tests.unit.fixtures.ledger.builder import (
     append_entries,
     read_ledger,

@@ -16,7 +16,7 @@ ROOTS = [os.path.join(HERE, *[os.pardir] * 5, "build")] + os.environ.get("ANSIBL
 for root in filter(None, ROOTS):
     sys.path.insert(0, root)
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger  # noqa: E402  (path set up above)
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger  # noqa: E402  (path set up above
 
 
 def main():

@@ -1,14 +1,13 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Restore points: a content-addressed blob store, the history kept in the ledger, retention, and
-the operations of opdbus_snapshot (take, restore, prune, delete) and opdbus_ledger_info's report.
+"""Restore points: the history kept in the ledger, retention, and what opdbus_snapshot and
+opdbus_ledger_info do with them (take, restore, prune, delete; the ledger report).
 
 A restore point is a ledger entry that names a stored state: every ``snapshot`` entry, and every
 ``apply`` and ``rollback`` entry (the engine stores the state each changing run leaves). Its
-``seq`` is its id and its ``state_sha256`` names its blob, ``snapshots/<sha256>.json.zst``: zstd
-over the canonical JSON of a desired state document, named by the SHA-256 of the uncompressed
-bytes, so identical states share one blob and deleting a blob never changes a ledger hash.
-``prune`` and ``delete_snapshot`` entries record which ids went. Nothing else holds state.
+``seq`` is its id and its ``state_sha256`` names its blob (see _ledger/blobs.py), so identical
+states share one blob and deleting a blob never changes a ledger hash. ``prune`` and
+``delete_snapshot`` entries record which ids went. Nothing else holds state.
 
 Destructive steps act only on a ledger that verifies, and only on paths that the ledger's
 content cannot steer elsewhere: a digest must be 64 lowercase hex characters before it becomes a
@@ -20,190 +19,43 @@ before anything is deleted, and every later removal deletes what an interrupted 
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
-import json
 import os
 import re
 import stat
-import traceback
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.btrfs import normalise_path
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, host_file_error
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, make_directories
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import Ledger, canonical_json, select_entries
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
-    load_document, snapshot_document, unit_name_problem, validate)
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.info import normalise_path
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError, TaskFailed, host_file_error
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import make_directories
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.blobs import (
+    BlobProblem,
+    BlobStore,
+    DIGEST,
+    SnapshotError,
+    zstandard,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import LedgerError, canonical_json, select_entries
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import Ledger
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.document import (
+    load_document,
+    snapshot_document,
+    unit_name_problem,
+    validate,
+)
 
-try:
-    import zstandard
-except ImportError:
-    zstandard = None
-    ZSTANDARD_IMPORT_ERROR = traceback.format_exc()
-else:
-    ZSTANDARD_IMPORT_ERROR = None
 
-SNAPSHOT_DIR = "snapshots"
-BLOB_SUFFIX = ".json.zst"
-ZSTD_LEVEL = 19  # documents are small and written rarely: spend CPU on size
-# Far above any real document (a host's every unit is tens of KiB); a blob that inflates beyond
-# it was not written here, and must not be allowed to exhaust the host's memory.
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 RETENTION_PERIODS = ("hourly", "daily", "weekly", "monthly", "quarterly", "yearly")
 RETENTION_KEYS = RETENTION_PERIODS + ("max_total",)
 RESTORE_POINT_ACTIONS = ("snapshot", "apply", "rollback")
 REMOVAL_ACTIONS = ("prune", "delete_snapshot")
-DIGEST = re.compile(r"[0-9a-f]{64}")
-BLOB_NAME = re.compile(r"([0-9a-f]{64})" + re.escape(BLOB_SUFFIX))
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 STAMP = r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z"
 DEFAULT_BTRFS_DIR = "@snapshots"
 
 
-class SnapshotError(OpdbusError):
-    """A snapshot operation that cannot proceed; the message names what to fix."""
-
-
-class BlobProblem(SnapshotError):
-    """A blob that is not there or not what its name says; ``kind`` is blob_missing or blob_corrupt."""
-
-    def __init__(self, kind, detail):
-        super().__init__(detail)
-        self.kind = kind
-
-
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def require_digest(digest):
-    """DIGEST, if it is a SHA-256 in lowercase hex; anything else never becomes a path."""
-    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
-        raise SnapshotError(f"{digest!r} is not a SHA-256 digest (64 lowercase hex characters); "
-                            "refusing to use it as a blob name")
-    return digest
-
-
-# ------------------------------------------------------------------------------ blob store
-
-class BlobStore:
-    """zstd-compressed canonical JSON documents named by the SHA-256 of their uncompressed bytes."""
-
-    def __init__(self, ledger_dir):
-        self.directory = os.path.join(ledger_dir, SNAPSHOT_DIR)
-
-    def path(self, digest):
-        return os.path.join(self.directory, require_digest(digest) + BLOB_SUFFIX)
-
-    def size(self, digest):
-        """Bytes of the blob on disk, or None when there is no such file (or no such digest)."""
-        try:
-            info = os.lstat(self.path(digest))
-        except (OSError, SnapshotError):
-            return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-    def put(self, document):
-        """Store DOCUMENT (once per content); returns its digest.
-
-        A blob that is already there is reused only after its content checks out against its
-        name; a damaged one is written again.
-        """
-        raw = canonical_json(document)
-        digest = hashlib.sha256(raw).hexdigest()
-        try:
-            self.read(digest)
-            return digest
-        except BlobProblem:
-            pass
-        atomic_write(self.path(digest), zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), 0o600,
-                     directory_mode=0o700)
-        return digest
-
-    def read(self, digest):
-        """The uncompressed bytes stored under DIGEST, after checking that they still have that digest.
-
-        Raises BlobProblem when the blob is missing or damaged, HostFileError when it cannot be read.
-        """
-        path = self.path(digest)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise BlobProblem("blob_missing", f"{path} is missing") from None
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise BlobProblem("blob_corrupt", f"{path} is a symbolic link, not a blob") from None
-            raise host_file_error("read", path, error) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise BlobProblem("blob_corrupt", f"{path} is not a regular file")
-        with os.fdopen(fd, "rb") as handle:
-            try:
-                raw = _decompress(handle, path)
-            except zstandard.ZstdError as error:
-                raise BlobProblem("blob_corrupt", f"{path} is corrupt: not zstd data ({error})") from None
-            except OSError as error:
-                raise host_file_error("read", path, error) from None
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != digest:
-            raise BlobProblem("blob_corrupt", f"{path} is corrupt: its content hashes to {actual}, not {digest}")
-        return raw
-
-    def get(self, digest):
-        """The document stored under DIGEST (see ``read``)."""
-        return json.loads(self.read(digest).decode("utf-8"))
-
-    def exists(self, digest):
-        return os.path.lexists(self.path(digest))
-
-    def digests(self):
-        """Digests of the blob files in the store, whatever the ledger says."""
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise host_file_error("list", self.directory, error) from None
-        return sorted(match.group(1) for match in map(BLOB_NAME.fullmatch, names) if match)
-
-    def check_directory(self):
-        """Refuse a store directory that is a symbolic link: deleting through it would delete elsewhere."""
-        try:
-            info = os.lstat(self.directory)
-        except FileNotFoundError:
-            return
-        except OSError as error:
-            raise host_file_error("look up", self.directory, error) from None
-        if not stat.S_ISDIR(info.st_mode):
-            raise SnapshotError(f"{self.directory} is not a directory (a symbolic link or a file); refusing to "
-                                "delete blobs through it. Put the snapshot directory back, or investigate")
-
-    def delete(self, digest):
-        path = self.path(digest)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            raise host_file_error("delete", path, error) from None
-
-
-def _decompress(handle, path):
-    chunks = []
-    total = 0
-    reader = zstandard.ZstdDecompressor().stream_reader(handle)
-    while True:
-        chunk = reader.read(1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > MAX_DOCUMENT_BYTES:
-            raise BlobProblem("blob_corrupt", f"{path} is corrupt: it inflates to more than "
-                                              f"{MAX_DOCUMENT_BYTES} bytes, which no state document does")
-        chunks.append(chunk)
-
-
-# ------------------------------------------------------------------------------ history
 
 class RestorePoint:
     """One live or removed restore point: ``id`` (its entry's seq), ``kind`` (the entry's action),
@@ -348,8 +200,6 @@ def utc_now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-# ------------------------------------------------------------------------------ retention
-
 def validate_retention(policy):
     """Check a retention policy; returns it with only the counts that are set."""
     if not isinstance(policy, dict):
@@ -413,8 +263,6 @@ def retained_ids(points, policy):
     return kept_ids
 
 
-# ------------------------------------------------------------------------------ BTRFS records
-
 def btrfs_record_problem(record):
     """Why the recorded BTRFS snapshot RECORD (``{source, snapshot, directory}``) must not be deleted,
     judged from the record alone; None when its path is one this module could have made."""
@@ -463,8 +311,6 @@ def btrfs_plan(btrfs, subvolumes, snapshot_dir, moment):
         planned.append({"source": source, "snapshot": target, "directory": directory})
     return planned
 
-
-# ------------------------------------------------------------------------------ operations
 
 class SnapshotManager:
     """Takes, restores, prunes and deletes the restore points of one ledger, each operation in its
@@ -730,40 +576,30 @@ def declared_units(path):
     return validate(load_document(path, option="state_file"))
 
 
-# ------------------------------------------------------------------------------ runners
+def ledger_info_task(params, check_mode, context):
+    """opdbus_ledger_info: the ledger verified, its entries and restore points; an invalid ledger fails
+    the task (with everything but the entries) unless ``fail_on_invalid`` is false."""
+    if params["limit"] is not None and params["limit"] < 0:
+        raise LedgerError("limit must be 0 or more, not %d" % params["limit"])
+    result, warnings = ledger_report(params["path"], params["anchor"], params["since"], params["limit"])
+    for warning in warnings:
+        context.warn(warning)
+    if not result["valid"] and params["fail_on_invalid"]:
+        failure = {key: value for key, value in result.items() if key != "entries"}
+        raise TaskFailed("the ledger in %s failed verification: %s" % (params["path"], describe_problem(result["problems"][0])),
+                         **failure)
+    return result
 
-def snapshot_task(params, check_mode, applier, btrfs):
-    """Run opdbus_snapshot with its PARAMS: ``(result fields, warnings, failed units)``.
 
-    Raises OpdbusError for what is refused (nothing changed then), and for a failure after a
-    recorded change (its details say what changed).
-    """
-    policy = validate_retention(params["retention"]) if params["retention"] else None
-    manager = SnapshotManager(applier, btrfs)
-    state = params["state"]
-    failures = {}
-    if state == "restored":
-        output, failures = manager.restore(params["id"], check_mode)
-    elif state == "absent":
-        output = manager.delete(params["id"], check_mode)
+def describe_problem(problem):
+    """A verification problem in words, for the failure message."""
+    if problem["seq"] is not None:
+        where = "at seq %d" % problem["seq"]
+    elif "anchor" in problem["kind"]:
+        where = "against the anchor"
     else:
-        output = {"changed": False, "entry": None}
-        if state == "present":
-            output = manager.take(params["units"], params["label"], params["btrfs_subvolumes"],
-                                  params["btrfs_snapshot_dir"], check_mode)
-        if policy:
-            pending = manager.pending_point() if check_mode and output["changed"] else None
-            try:
-                pruned = manager.prune(policy, check_mode, pending)
-            except OpdbusError as error:
-                error.details.update(changed=output["changed"] or error.details.get("changed", False),
-                                     snapshot=output.get("snapshot"))
-                raise
-            output = dict(output, removed=pruned["removed"], deleted=pruned["deleted"],
-                          changed=output["changed"] or pruned["changed"], entry=pruned["entry"] or output["entry"])
-    output["checkpoint"] = output["entry"]["checkpoint"] if output["entry"] else applier.ledger.checkpoint()
-    output["interrupted"] = manager.interrupted
-    return output, manager.warnings, failures
+        where = "in head.json"
+    return "%s %s: %s" % (problem["kind"], where, problem["detail"])
 
 
 def ledger_report(directory, anchor=None, since=None, limit=None):

@@ -20,9 +20,14 @@ outcome's append writes the head for both.
 
 from __future__ import annotations
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
-    DEFAULT_RUN_LOCK_TIMEOUT, INTENT_ACTION, INTERRUPTED_ACTION, LedgerError)
+
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import (
+    INTENT_ACTION,
+    INTERRUPTED_ACTION,
+    LedgerError,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import DEFAULT_RUN_LOCK_TIMEOUT
 
 
 def describe_planned(planned, limit=8):

@@ -11,6 +11,7 @@ import pwd
 import tempfile
 import time
 
+
 XDG_DEFAULTS = {"XDG_CONFIG_HOME": ".config", "XDG_STATE_HOME": os.path.join(".local", "state")}
 
 
@@ -96,3 +97,9 @@ def flock_within(fd, exclusive, timeout, max_delay=0.002):
                 return False
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,7 +1,5 @@
-# -*- coding: utf-8 -*-
-# Copyright: contributors to the opdbus.fleet collection
+# Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-
 """RFC 6962 / RFC 9162 section 2.1 Merkle tree hashing, proofs and proof verifiers.
 
 Pure functions over SHA-256 digests (``bytes`` of length 32), standard library only, so the
@@ -17,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-HASH_SIZE = 32
 
+HASH_SIZE = 32
 _sha256 = hashlib.sha256
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
-
 EMPTY_ROOT = _sha256(b"").digest()
 
 

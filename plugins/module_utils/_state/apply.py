@@ -17,18 +17,30 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import host_file_error
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import atomic_write, read_text, xdg_home
-from ansible_collections.opdbus.fleet.plugins.module_utils.ledger import (
-    DEFAULT_LEDGER_DIR, DEFAULT_RUN_LOCK_TIMEOUT, Ledger)
-from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
-from ansible_collections.opdbus.fleet.plugins.module_utils.snapshots import BlobStore, SnapshotError, zstandard
-from ansible_collections.opdbus.fleet.plugins.module_utils.state_document import (
-    StateDocumentError, expected_after, needs_job_facts, plan_unit, snapshot_document, unit_path, validate)
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import SystemdError
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import host_file_error
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import atomic_write, read_text, xdg_home
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.blobs import BlobStore, SnapshotError, zstandard
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import (
+    DEFAULT_LEDGER_DIR,
+    DEFAULT_RUN_LOCK_TIMEOUT,
+    Ledger,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._state.document import (
+    StateDocumentError,
+    expected_after,
+    needs_job_facts,
+    plan_unit,
+    snapshot_document,
+    unit_path,
+    validate,
+)
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.client import SystemdError
+
 
 SYSTEM_STATE_FILE = "/etc/op-dbus/state.json"
 CURRENT_STATE_NAME = os.path.join("state", "current.json")
+
 # The order in which apply runs the actions of all units; start and stop jobs run together.
 PHASES = {"unmask": 0, "enable": 1, "disable": 2, "start": 3, "stop": 3, "mask": 4}
 

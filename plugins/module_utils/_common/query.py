@@ -4,31 +4,28 @@
 
 from __future__ import annotations
 
-import traceback
-
-from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
 
 try:
     import jmespath
 except ImportError:
     jmespath = None
-    JMESPATH_IMPORT_ERROR = traceback.format_exc()
-else:
-    JMESPATH_IMPORT_ERROR = None
 
 
-def run_query(module, expression, data):
-    """Evaluate EXPRESSION over DATA; a missing library or a bad expression fails the task.
+class QueryError(OpdbusError):
+    """A query that cannot be answered: jmespath is missing, or the expression is not valid."""
+
+
+def evaluate(expression, data):
+    """The answer to the JMESPath EXPRESSION over DATA.
 
     The expression sees a copy of DATA's top level: the answer goes back into DATA as
     ``query_result``, and an answer that is DATA itself (``@``) would make the result contain
     itself, which no JSON can hold (ansible-core's output scrubbing then never ends).
     """
     if jmespath is None:
-        module.fail_json(msg=missing_required_lib("jmespath", reason="for the query option")
-                         + " Install python3-jmespath on the managed host, or leave query unset.",
-                         exception=JMESPATH_IMPORT_ERROR)
+        raise QueryError("jmespath is needed for a query: install python3-jmespath on the host, or leave query unset")
     try:
         return jmespath.search(expression, dict(data))
     except jmespath.exceptions.JMESPathError as error:
-        module.fail_json(msg=f"query {expression!r} is not a valid JMESPath expression: {error}")
+        raise QueryError(f"query {expression!r} is not a valid JMESPath expression: {error}") from None

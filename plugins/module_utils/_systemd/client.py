@@ -14,22 +14,18 @@ from __future__ import annotations
 import os
 import re
 import time
-import traceback
 
-from ansible.module_utils.basic import missing_required_lib
-from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.files import xdg_home
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import xdg_home
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import (
+    RUNTIME_UNIT_TYPES, UNRESTORABLE_FILE_STATES, SYSTEM_CONFIG_DIR, JobFacts, UnitStatus)
+
 
 try:
     import dbus
     import dbus.lowlevel
 except ImportError:
     dbus = None
-    DBUS_IMPORT_ERROR = traceback.format_exc()
-else:
-    DBUS_IMPORT_ERROR = None
-
 SYSTEMD_BUS_NAME = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
 MANAGER_INTERFACE = "org.freedesktop.systemd1.Manager"
@@ -37,125 +33,14 @@ UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 CALL_TIMEOUT = 25.0
+
 # dbus-daemon refuses more than max_replies_per_connection (128 on the system bus) calls awaiting
 # replies on one connection, so pipelined calls go out in windows of this many.
 PIPELINE_WINDOW = 64
-# Where distributions install the Python that has their python3-dbus package.
-SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python")
-
-# Unit file states that mean "starts when its dependencies ask for it" (what `systemctl is-enabled`
-# reports success for) versus states that `enabled: false` can reach.
-ENABLED_STATES = frozenset(("enabled", "enabled-runtime", "static", "alias", "indirect", "generated", "transient"))
-MASKED_STATES = frozenset(("masked", "masked-runtime"))
-# States an install-less unit is in: nothing to enable or disable.
-UNCHANGEABLE_STATES = frozenset(("static", "alias", "generated", "transient"))
-RUNNING_STATES = frozenset(("active", "reloading", "activating"))
-# Load states in which systemd refuses to start a unit until its file is fixed.
-BROKEN_LOAD_STATES = frozenset(("error", "bad-setting"))
-# Unit types that only exist while something else creates them: never part of a restorable snapshot.
-RUNTIME_UNIT_TYPES = ("scope", "slice", "device")
-# Unit file states of units a snapshot cannot restore: made at runtime or by a generator, an alias
-# of another unit (which the snapshot holds under its own name), or a file systemd cannot parse.
-UNRESTORABLE_FILE_STATES = frozenset(("", "generated", "transient", "alias", "bad"))
-# Where `systemctl mask` (MaskUnitFiles) writes its /dev/null symlink, per scope.
-SYSTEM_CONFIG_DIR = "/etc/systemd/system"
 
 
 class SystemdError(OpdbusError):
     """A D-Bus or systemd failure, with a message a user can act on."""
-
-
-def require_dbus(module):
-    """Make dbus-python importable, respawning under the system Python that has python3-dbus."""
-    if dbus is not None:
-        return
-    if not has_respawned():
-        interpreter = probe_interpreters_for_module(SYSTEM_PYTHONS, "dbus")
-        if interpreter:
-            respawn_module(interpreter)
-    module.fail_json(msg=missing_required_lib("dbus-python", reason="to talk to systemd over D-Bus")
-                     + " On Debian and Ubuntu install python3-dbus; on Fedora and RHEL python3-dbus.",
-                     exception=DBUS_IMPORT_ERROR)
-
-
-class UnitStatus:
-    """What systemd reports about one unit; ``snapshot()`` expresses it as a desired-state entry."""
-
-    __slots__ = ("name", "load_state", "active_state", "sub_state", "unit_file_state", "object_path",
-                 "need_daemon_reload", "job_facts", "own_file")
-
-    def __init__(self, name, load_state, active_state, sub_state, object_path, unit_file_state="",
-                 need_daemon_reload=False):
-        self.name = name
-        self.load_state = load_state
-        self.active_state = active_state
-        self.sub_state = sub_state
-        self.object_path = object_path
-        self.unit_file_state = unit_file_state
-        self.need_daemon_reload = need_daemon_reload
-        # Filled only for units a plan starts or stops (fill_job_facts) or masks (fill_own_files).
-        self.job_facts = None
-        self.own_file = None
-
-    @property
-    def exists(self):
-        return self.load_state != "not-found" or self.masked
-
-    @property
-    def masked(self):
-        return self.load_state == "masked" or self.unit_file_state in MASKED_STATES
-
-    @property
-    def enabled(self):
-        """True or False; None when the unit has no unit file state (e.g. it does not exist)."""
-        if self.masked:
-            return False
-        if not self.unit_file_state:
-            return None
-        return self.unit_file_state in ENABLED_STATES
-
-    @property
-    def running(self):
-        return self.active_state in RUNNING_STATES
-
-    @property
-    def unmet_conditions(self):
-        """The Condition*= settings systemd found unmet when it last tried to start the unit, or []."""
-        facts = self.job_facts
-        if not facts or facts.condition_result or not facts.condition_checked:
-            return []
-        return facts.unmet or ["a start condition (see systemctl status %s)" % self.name]
-
-    def snapshot(self):
-        """The unit's state as an entry of a desired-state document (so a snapshot can be applied)."""
-        entry = {"active_state": "active" if self.running else "inactive", "masked": self.masked}
-        if self.enabled is not None:
-            entry["enabled"] = self.enabled
-        return entry
-
-    def as_dict(self):
-        return {
-            "load_state": self.load_state,
-            "active_state": self.active_state,
-            "sub_state": self.sub_state,
-            "unit_file_state": self.unit_file_state,
-            "enabled": self.enabled,
-            "masked": self.masked,
-        }
-
-
-class JobFacts:
-    """What decides whether systemd would start or stop a unit: its start conditions as last
-    evaluated, and its RefuseManualStart=/RefuseManualStop= settings."""
-
-    __slots__ = ("condition_result", "condition_checked", "unmet", "refuse_start", "refuse_stop")
-
-    def __init__(self, condition_result, condition_checked, unmet, refuse_start, refuse_stop):
-        self.condition_result = condition_result
-        self.condition_checked = condition_checked
-        self.unmet = unmet
-        self.refuse_start = refuse_start
-        self.refuse_stop = refuse_stop
 
 
 def _condition_text(kind, trigger, negate, parameter):

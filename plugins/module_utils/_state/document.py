@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError
-from ansible_collections.opdbus.fleet.plugins.module_utils.systemd import BROKEN_LOAD_STATES, UNCHANGEABLE_STATES
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import BROKEN_LOAD_STATES, UNCHANGEABLE_STATES
+
 
 SUPPORTED_VERSIONS = (1,)
 UNIT_FIELDS = {
@@ -23,6 +24,7 @@ UNIT_FIELDS = {
 }
 UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer",
               "slice", "scope")
+
 # systemd's unit_name_is_valid(): a prefix, an optional @instance, a known type suffix; 255 bytes.
 UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(%s)$" % "|".join(UNIT_TYPES))
 UNIT_NAME_MAX = 255

@@ -1,366 +1,19 @@
 # Copyright (c) opdbus.fleet developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""BTRFS subvolumes through btrfs-progs, shared by the btrfs_* modules and the snapshot module.
-
-btrfs-progs rather than libbtrfsutil's Python bindings: every host that has BTRFS has btrfs-progs,
-while python3-btrfsutil is a separate package that is rarely installed (docs/btrfs.md has the
-comparison). The price of the command line is parsing text, which is where community.general's
-module went wrong, so this module reads only the forms that are stable and unambiguous:
-
-- whether a path is a subvolume comes from the kernel, not from text: a subvolume's root directory
-  is always inode 256 on a BTRFS mount (the test btrfs-progs itself uses);
-- ``btrfs subvolume show``: tab-indented ``Key: value`` lines, stopping at the snapshot list
-  (which holds names, not keys);
-- ``btrfs subvolume list``: only the fixed leading fields (IDs, generations, UUIDs). Its path column
-  is relative to the subvolume of the path it is given in some cases and to the top level in others,
-  so paths come from ``btrfs inspect-internal subvolid-resolve``, which prints exactly one full path;
-- ``btrfs property get``: ``name=value`` lines; ``btrfs subvolume get-default``: the leading ``ID n``;
-- mounts from /proc/self/mountinfo (kernel ABI: octal escapes, the filesystem's device number).
-
-Every command runs as an argument vector with ``LC_ALL=C``; a failing one raises :class:`BtrfsError`
-carrying the command, its exit code and its output. The planner (:func:`plan_subvolume`) reads and
-validates everything before it returns, so a plan that is returned can only fail on a command error.
-:func:`manage_subvolume` runs a whole btrfs_subvolume task and records it in the ledger.
-"""
+"""The btrfs_subvolume task: what it plans, does and records in the ledger (check mode predicts it)."""
 
 from __future__ import annotations
 
 import collections
 import os
-import re
-import shlex
-import stat
-from ansible_collections.opdbus.fleet.plugins.module_utils.errors import OpdbusError, host_file_error
-from ansible_collections.opdbus.fleet.plugins.module_utils.recorded_run import RecordedRun
 
-TOP_LEVEL_ID = 5  # BTRFS_FS_TREE_OBJECTID: the top-level subvolume, "/" of the filesystem
-SUBVOLUME_ROOT_INODE = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
-COMPRESSION_CHOICES = ("zstd", "lzo", "zlib", "none")
-MOUNTINFO = "/proc/self/mountinfo"
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.client import BtrfsClient
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.info import describe_subvolume, normalise_path, require_btrfs
+from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.parse import BtrfsError, TOP_LEVEL_ID
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.recorded_run import RecordedRun
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.store import ledger_from_params
 
-_C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-_SHOW_FIELDS = {
-    "UUID": "uuid",
-    "Parent UUID": "parent_uuid",
-    "Received UUID": "received_uuid",
-    "Subvolume ID": "id",
-    "Generation": "generation",
-    "Parent ID": "parent_id",
-    "Flags": "flags",
-}
-_LIST_ARGS = ("subvolume", "list", "-p", "-c", "-g", "-u", "-q", "-R")
-_LIST_LINE = re.compile(
-    r"ID (?P<id>\d+) gen (?P<generation>\d+) cgen \d+ parent (?P<parent_id>\d+) top level \d+"
-    r" parent_uuid (?P<parent_uuid>\S+)\s+received_uuid (?P<received_uuid>\S+)\s+uuid (?P<uuid>\S+) path "
-)
-_DEFAULT_LINE = re.compile(r"ID (\d+)\b")
-_FS_UUID = re.compile(r"uuid: ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
-# "MISSING" follows the path when the device node is not there (as in a container).
-_FS_DEVICE = re.compile(r"\s+devid\s+\d+\s+size\s+\S+\s+used\s+\S+\s+path\s+(?P<path>.+?)(?: MISSING)?$")
-
-Mount = collections.namedtuple("Mount", "device root mount_point fstype source")
-Mount.__doc__ = """One line of mountinfo. ``device`` (major:minor) is shared by every mount of one filesystem;
-``root`` is the directory of the filesystem that is mounted (for BTRFS, the subvolume path)."""
-
-PathState = collections.namedtuple("PathState", "kind mount")
-PathState.__doc__ = """What is at a path: ``kind`` is subvolume, directory, other or missing; ``mount`` holds it
-(for a missing path, the mount of its nearest existing ancestor)."""
-
-
-class BtrfsError(OpdbusError):
-    """A failure reported to the user as is; ``details`` (cmd, rc, stdout, stderr) go into the result."""
-
-
-# --------------------------------------------------------------------------- parsers (pure)
-
-def _unescape(field):
-    # mountinfo writes space, tab, newline and backslash in paths as \ooo.
-    return _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
-
-
-def parse_mountinfo(text):
-    """/proc/PID/mountinfo → list of :data:`Mount`, in mount order."""
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split(" ")
-        # Optional fields (shared:N, master:N …) end at a lone "-".
-        separator = fields.index("-", 6)
-        mounts.append(Mount(
-            device=fields[2],
-            root=_unescape(fields[3]),
-            mount_point=_unescape(fields[4]),
-            fstype=fields[separator + 1],
-            source=_unescape(fields[separator + 2]),
-        ))
-    return mounts
-
-
-def mount_containing(mounts, path):
-    """The mount an absolute, symlink-free PATH is on: longest mount point, the last one if stacked."""
-    found = None
-    for mount in mounts:
-        point = mount.mount_point
-        if path == point or path.startswith(point.rstrip("/") + "/"):
-            if found is None or len(point) >= len(found.mount_point):
-                found = mount
-    return found
-
-
-def parse_subvolume_show(text):
-    """``btrfs subvolume show`` → dict of id, uuid, parent_uuid, received_uuid, generation, parent_id, flags, read_only."""
-    raw = {}
-    # Line 1 is the path. Keys are tab-indented; the lines after "Snapshot(s):" are names, not keys.
-    for line in text.splitlines()[1:]:
-        key, separator, value = line.strip().partition(":")
-        if key == "Snapshot(s)":
-            break
-        if line.startswith("\t") and separator and key in _SHOW_FIELDS:
-            raw.setdefault(_SHOW_FIELDS[key], value.strip())
-    missing = sorted(set(_SHOW_FIELDS) - {key for key, name in _SHOW_FIELDS.items() if name in raw})
-    if missing:
-        raise BtrfsError(f"unexpected output of btrfs subvolume show (no {', '.join(missing)}): {text[:300]!r}")
-    flags = [] if raw["flags"] == "-" else [flag for flag in re.split(r"[,\s]+", raw["flags"]) if flag]
-    return {
-        "id": int(raw["id"]),
-        "uuid": _optional(raw["uuid"]),
-        "parent_uuid": _optional(raw["parent_uuid"]),
-        "received_uuid": _optional(raw["received_uuid"]),
-        "generation": int(raw["generation"]),
-        # The top level has no parent; btrfs-progs prints 0.
-        "parent_id": int(raw["parent_id"]) or None,
-        "flags": flags,
-        "read_only": "readonly" in flags,
-    }
-
-
-def parse_subvolume_list(text):
-    """``btrfs subvolume list -p -c -g -u -q -R`` → list of dicts (id, generation, parent_id, uuids), no paths."""
-    entries = []
-    for line in text.splitlines():
-        match = _LIST_LINE.match(line)
-        if match:
-            entry = match.groupdict()
-            entries.append({
-                "id": int(entry["id"]),
-                "generation": int(entry["generation"]),
-                "parent_id": int(entry["parent_id"]),
-                "uuid": _optional(entry["uuid"]),
-                "parent_uuid": _optional(entry["parent_uuid"]),
-                "received_uuid": _optional(entry["received_uuid"]),
-            })
-        elif line.startswith("ID "):
-            raise BtrfsError(f"unexpected output of btrfs subvolume list: {line!r}")
-        # Anything else continues the path of the line before (a name with a newline): ignored.
-    return entries
-
-
-def parse_property(text, name):
-    """``btrfs property get`` → the value of NAME, None when it is not set."""
-    prefix = name + "="
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return line[len(prefix):] or None
-    return None
-
-
-def parse_default_id(text):
-    """``btrfs subvolume get-default`` ("ID 5 (FS_TREE)" or "ID 256 gen … path …") → the ID."""
-    match = _DEFAULT_LINE.match(text)
-    if not match:
-        raise BtrfsError(f"unexpected output of btrfs subvolume get-default: {text[:300]!r}")
-    return int(match.group(1))
-
-
-def parse_filesystem_show(text):
-    """``btrfs filesystem show MOUNT`` → uuid and device paths (the label comes from ``filesystem label``)."""
-    lines = text.splitlines()
-    match = _FS_UUID.search(lines[0]) if lines else None
-    if not match:
-        raise BtrfsError(f"unexpected output of btrfs filesystem show: {text[:300]!r}")
-    devices = [device.group("path") for device in map(_FS_DEVICE.match, lines[1:]) if device]
-    return {"uuid": match.group(1), "devices": devices}
-
-
-def parse_compression(value):
-    """The compression property as this collection reports it: the kernel also accepts "no" for "none"."""
-    return "none" if value == "no" else value
-
-
-def _optional(value):
-    return None if value == "-" else value
-
-
-def _chomp(output):
-    """A command's output without its final newline (a label or path may end in spaces, so no strip)."""
-    return output[:-1] if output.endswith("\n") else output
-
-
-# --------------------------------------------------------------------------- the client
-
-class BtrfsClient:
-    """Reads and changes subvolumes of mounted BTRFS filesystems for one module run."""
-
-    def __init__(self, module, mountinfo=MOUNTINFO):
-        self._module = module
-        self._mountinfo = mountinfo
-        self._mounts = None
-        self._btrfs = None
-
-    def _run(self, *args):
-        if self._btrfs is None:
-            self._btrfs = self._module.get_bin_path("btrfs")
-            if not self._btrfs:
-                raise BtrfsError("the btrfs command was not found on the target; install btrfs-progs")
-        argv = [self._btrfs] + [str(arg) for arg in args]
-        rc, stdout, stderr = self._module.run_command(argv, environ_update=_C_LOCALE)
-        if rc != 0:
-            raise BtrfsError(
-                f"{shlex.join(argv)} failed with exit code {rc}: {(stderr or stdout).strip()}",
-                cmd=argv, rc=rc, stdout=stdout, stderr=stderr,
-            )
-        return stdout
-
-    # ---- reading
-    def mounts(self):
-        """The mount table, read once per client: the modules mount and unmount nothing."""
-        if self._mounts is None:
-            try:
-                with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
-                    self._mounts = parse_mountinfo(handle.read())
-            except OSError as error:
-                raise host_file_error("read", self._mountinfo, error) from None
-        return self._mounts
-
-    def inspect(self, path):
-        """The :data:`PathState` of PATH, an absolute path without symlinks above its last component."""
-        probe = path
-        while True:
-            try:
-                info = os.lstat(probe)
-                break
-            except (FileNotFoundError, NotADirectoryError):
-                # Not a directory: an ancestor is a file, which the caller reports as "not a directory".
-                probe = os.path.dirname(probe)
-            except OSError as error:
-                raise host_file_error("look up", probe, error) from None
-        mount = mount_containing(self.mounts(), probe)
-        if probe != path:
-            kind = "missing"
-        elif stat.S_ISDIR(info.st_mode):
-            on_btrfs = mount is not None and mount.fstype == "btrfs"
-            kind = "subvolume" if on_btrfs and info.st_ino == SUBVOLUME_ROOT_INODE else "directory"
-        else:
-            kind = "other"
-        return PathState(kind, mount)
-
-    def subvolume(self, path):
-        """The subvolume whose root is PATH: :func:`parse_subvolume_show` plus its compression."""
-        info = parse_subvolume_show(self._run("subvolume", "show", path))
-        info["compression"] = self.compression(path)
-        return info
-
-    def compression(self, path):
-        return parse_compression(parse_property(self._run("property", "get", "-t", "inode", path, "compression"), "compression"))
-
-    def default_id(self, path):
-        """ID of the default subvolume of the filesystem PATH is on."""
-        return parse_default_id(self._run("subvolume", "get-default", path))
-
-    def subvolume_tree(self, path):
-        """Every subvolume of the filesystem except the top level, with read_only, without paths."""
-        entries = parse_subvolume_list(self._run(*_LIST_ARGS, path))
-        read_only = {entry["id"] for entry in parse_subvolume_list(self._run(*(_LIST_ARGS + ("-r",)), path))}
-        for entry in entries:
-            entry["read_only"] = entry["id"] in read_only
-        return entries
-
-    def resolve(self, subvolume_id, path):
-        """Path of a subvolume inside its filesystem ("/" is the top level), PATH being on that filesystem."""
-        output = self._run("inspect-internal", "subvolid-resolve", subvolume_id, path)
-        return "/" + _chomp(output)
-
-    def subvolumes(self, path):
-        """:meth:`subvolume_tree` with each subvolume's path inside the filesystem."""
-        entries = self.subvolume_tree(path)
-        for entry in entries:
-            entry["path"] = self.resolve(entry["id"], path)
-        return entries
-
-    def filesystem(self, mount_point):
-        """uuid, label and devices of the filesystem mounted at MOUNT_POINT.
-
-        ``filesystem show`` and ``filesystem label`` accept a mount point, not any path in it.
-        """
-        info = parse_filesystem_show(self._run("filesystem", "show", mount_point))
-        info["label"] = _chomp(self._run("filesystem", "label", mount_point)) or None
-        return info
-
-    # ---- changing
-    def create(self, path):
-        self._run("subvolume", "create", path)
-
-    def snapshot(self, source, path, read_only=False):
-        self._run("subvolume", "snapshot", *(["-r"] if read_only else []), source, path)
-
-    def delete(self, path):
-        self._run("subvolume", "delete", path)
-
-    def set_read_only(self, path, read_only):
-        self._run("property", "set", "-t", "subvol", path, "ro", "true" if read_only else "false")
-
-    def set_compression(self, path, compression):
-        self._run("property", "set", "-t", "inode", path, "compression", compression)
-
-    def set_default(self, path):
-        self._run("subvolume", "set-default", path)
-
-    def reset_default(self, path):
-        """Make the top level the default subvolume of the filesystem PATH is on."""
-        self._run("subvolume", "set-default", TOP_LEVEL_ID, path)
-
-
-# --------------------------------------------------------------------------- what the modules read and return
-
-def normalise_path(path, option="path"):
-    """The path given as OPTION, normalised; relative paths, newlines (line-based output) and NULs are refused."""
-    if not os.path.isabs(path) or "\n" in path or "\0" in path:
-        raise BtrfsError(f"{option} must be an absolute path without newlines, got {path!r}")
-    path = os.path.normpath(path)
-    # Symlinks above the last component are followed; the last component is what the task names,
-    # so a symlink there is not a subvolume (and is never deleted through).
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-
-
-def describe_subvolume(client, path, default_id=None):
-    """The subvolume at PATH as the modules return it: :meth:`BtrfsClient.subvolume`, path and default.
-
-    DEFAULT_ID is the filesystem's default subvolume id when the caller has already read it.
-    """
-    subvolume = client.subvolume(path)
-    subvolume["path"] = path
-    subvolume["default"] = (client.default_id(path) if default_id is None else default_id) == subvolume["id"]
-    return subvolume
-
-
-def describe_filesystem(client, path):
-    """The filesystem PATH is on and its subvolumes (all but the top level), as btrfs_info returns them."""
-    path = normalise_path(path)
-    found = client.inspect(path)
-    if found.kind == "missing":
-        raise BtrfsError(f"{path} does not exist")
-    _require_btrfs(path, found)
-    filesystem = client.filesystem(found.mount.mount_point)
-    default_id = client.default_id(path)
-    filesystem["default_subvolume"] = {"id": default_id, "path": client.resolve(default_id, path)}
-    mounts = [mount for mount in client.mounts() if mount.device == found.mount.device]
-    subvolumes = client.subvolumes(path)
-    for subvolume in subvolumes:
-        subvolume["mountpoints"] = [mount.mount_point for mount in mounts if mount.root == subvolume["path"]]
-    return {"filesystem": filesystem, "subvolumes": subvolumes}
-
-
-# --------------------------------------------------------------------------- planning
 
 Step = collections.namedtuple("Step", "action run deletes")
 Step.__doc__ = """One change: ``action`` as reported, ``run`` does it; ``deletes`` is the identity of the
@@ -425,7 +78,7 @@ def plan_subvolume(client, path, state="present", snapshot_source=None, read_onl
     if state == "absent":
         return _plan_absent(client, path, recursive)
     found = client.inspect(path)
-    _require_btrfs(path, found)
+    require_btrfs(path, found)
     if found.kind == "missing":
         plan = Plan(_absent_view(path))
         _plan_creation(client, plan, path, found.mount, snapshot_source, read_only, compression, recursive)
@@ -454,12 +107,6 @@ def _absent_view(path):
 def _present_view(path, subvolume):
     return {"path": path, "state": "present", "read_only": subvolume["read_only"],
             "compression": subvolume["compression"], "default": subvolume["default"]}
-
-
-def _require_btrfs(path, found):
-    if found.mount is None or found.mount.fstype != "btrfs":
-        fstype, where = (found.mount.fstype, found.mount.mount_point) if found.mount else ("unknown", "an unknown place")
-        raise BtrfsError(f"{path} is not on BTRFS: it is on a {fstype} filesystem mounted at {where}")
 
 
 def _collision(path, found):
@@ -554,7 +201,7 @@ def _read_only_mount(path):
 
 def _plan_absent(client, path, recursive):
     found = client.inspect(path)
-    _require_btrfs(path, found)
+    require_btrfs(path, found)
     if found.kind == "missing":
         return Plan(_absent_view(path))
     if found.kind != "subvolume":
@@ -619,8 +266,6 @@ def _descendants(tree, parent_id):
     return found
 
 
-# --------------------------------------------------------------------------- one task
-
 SUBVOLUME_ACTION = "btrfs_subvolume"  # the ledger action of a btrfs_subvolume run
 
 
@@ -680,3 +325,9 @@ def manage_subvolume(client, ledger, params, check_mode, warn):
         result["subvolume"] = subvolume
     result["entry"] = run.entry
     return result
+
+
+def subvolume_task(params, check_mode, context):
+    """btrfs_subvolume: bring the subvolume at ``path`` to the state PARAMS declare, recorded in the ledger."""
+    ledger = ledger_from_params(params)
+    return manage_subvolume(BtrfsClient(context.run, context.find_program), ledger, params, check_mode, context.warn)

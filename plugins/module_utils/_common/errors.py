@@ -40,3 +40,8 @@ def describe_os_error(error):
 def host_file_error(action, path, error):
     """A HostFileError for an OSError raised while doing ACTION ("write", "read", ...) on PATH."""
     return HostFileError(f"cannot {action} {path}: {describe_os_error(error)}")
+
+
+class TaskFailed(OpdbusError):
+    """A task that ran but did not reach its goal (units that did not converge, a ledger that does not
+    verify); ``details`` hold its whole result, so the failed task still reports what it did."""
