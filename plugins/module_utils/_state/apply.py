@@ -180,8 +180,8 @@ class StateApplier:
             changes["unit_files"] = result.file_changes
         if result.failures:
             changes["failed"] = result.failures
-        if result.skipped:
-            changes["conditions_unmet"] = result.skipped
+        if result.conditions_unmet:
+            changes["conditions_unmet"] = result.conditions_unmet
         if ledger_extra:
             changes.update(ledger_extra)
         digest = self._store_state(snapshot_document(result.units))
@@ -301,7 +301,9 @@ class StateApplier:
     def _unconverged(self, plan, unit):
         """Why UNIT did not reach PLAN's desired state, or None."""
         snapshot = unit.snapshot()
-        wrong = [field for field, value in plan.desired.items() if snapshot.get(field) != value]
+        # A unit whose start conditions are unmet is not started: only its other fields must hold.
+        wrong = [field for field, value in plan.desired.items() if snapshot.get(field) != value
+                 and not (field == "active_state" and plan.status == "condition_unmet")]
         if not wrong:
             return None
         detail = f"active_state={unit.active_state} sub_state={unit.sub_state}"

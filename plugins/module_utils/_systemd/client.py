@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
+from ansible_collections.opdbus.fleet.plugins.module_utils._common.context import find_program
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import xdg_home
 from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import (
@@ -167,6 +169,32 @@ class SystemdClient:
             unmet = [_condition_text(str(kind), bool(trigger), bool(negate), str(parameter))
                      for kind, trigger, negate, parameter, _state in failed]
             unit.job_facts = JobFacts(bool(result), int(timestamp) > 0, unmet, bool(refuse_start), bool(refuse_stop))
+            if conditions and not unit.job_facts.condition_checked:
+                self._evaluate_conditions(unit)
+
+    def _evaluate_conditions(self, unit):
+        """Have systemd evaluate the start conditions of UNIT, which it has not evaluated since it was
+        loaded (it unloads a unit whose start it skipped once nothing refers to it), so that planning
+        (and check mode) knows whether a start would run. ``systemd-analyze condition --unit`` needs
+        systemd 249; without it the conditions stay unknown and a start is planned."""
+        program = find_program("systemd-analyze")
+        if program is None:
+            return
+        argv = [program] + (["--user"] if self.scope == "user" else []) + ["condition", f"--unit={unit.name}"]
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_TIMEOUT,
+                                    check=False, env=dict(os.environ, LC_ALL="C"))
+        except (OSError, subprocess.SubprocessError):
+            return
+        output = result.stdout + result.stderr
+        if "Conditions failed." not in output and "Conditions succeeded." not in output:
+            return  # an older systemd, or a unit it could not load: unknown
+        facts = unit.job_facts
+        prefix = f"{unit.name}: "
+        unmet = [line[len(prefix):-len(" failed.")] for line in output.splitlines()
+                 if line.startswith(prefix) and line.endswith(" failed.") and line[len(prefix):].startswith("Condition")]
+        succeeded = "Conditions failed." not in output
+        unit.job_facts = JobFacts(succeeded, True, [] if succeeded else unmet, facts.refuse_start, facts.refuse_stop)
 
     def config_dir(self):
         """The directory where this scope's administrator unit files and masks live."""
