@@ -49,9 +49,14 @@ PACKAGES = (
     "btrfs-progs",
     "openssh-server",
     "procps",
+    # What the profile roles declare active (installed here: test hosts reach no package registry), and
+    # the apt bindings ansible.builtin.package needs to see that they are installed.
+    "network-manager",
+    "bluez",
+    "python3-apt",
 )
 # Bump when the customisation in _customise_rootfs changes, so cached root filesystems are rebuilt.
-ROOTFS_LAYOUT = 1
+ROOTFS_LAYOUT = 2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE_DIR = os.environ.get("OPDBUS_FLEET_CACHE", "/var/cache/opdbus-fleet")
@@ -177,6 +182,17 @@ def _customise_rootfs(root):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(link)
         os.symlink("/dev/null", link)
+    # Installed for the profile roles, off until a role turns them on; NetworkManager then manages no
+    # interface, so the fleet network (host0) stays as the fleet tool set it up.
+    for directory, wanted in (("etc/systemd/system/multi-user.target.wants", "NetworkManager.service"),
+                              ("etc/systemd/system/network-online.target.wants", "NetworkManager-wait-online.service"),
+                              ("etc/systemd/system/bluetooth.target.wants", "bluetooth.service"),
+                              ("etc/systemd/system", "dbus-org.freedesktop.nm-dispatcher.service"),
+                              ("etc/systemd/system", "dbus-org.bluez.service")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(root, directory, wanted))
+    _write(os.path.join(root, "etc/NetworkManager/conf.d/fleet.conf"),
+           "[keyfile]\nunmanaged-devices=*\n[main]\ndns=none\n")
     shutil.rmtree(os.path.join(root, "var/lib/apt/lists"), ignore_errors=True)
     os.makedirs(os.path.join(root, "var/lib/apt/lists/partial"), exist_ok=True)
     archives = os.path.join(root, "var/cache/apt/archives")

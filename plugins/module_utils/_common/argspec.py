@@ -31,6 +31,10 @@ class ArgumentSpec:
             merged.required_if += other.required_if
         return merged
 
+    def defaults(self):
+        """``{option: default}``: the parameters a caller that is not a module (the host command) starts from."""
+        return {name: option.get("default") for name, option in self.options.items()}
+
     def module_kwargs(self):
         """Keyword arguments for AnsibleModule (every opdbus.fleet module supports check mode)."""
         return dict(argument_spec=self.options, mutually_exclusive=self.mutually_exclusive,

@@ -497,6 +497,10 @@ class Ledger:
             raise ledger_os_error("write", self.head_path, exc) from None
 
 
+class RunLockBusy(LedgerError):
+    """Another run held the run lock for longer than the caller would wait."""
+
+
 class RunLock:
     """One op-dbus run at a time per ledger, held from planning through the run's last append.
 
@@ -530,7 +534,7 @@ class RunLock:
             self.waited_for = _read_holder(fd)
             if not flock_within(fd, True, self.timeout, max_delay=0.05):
                 os.close(fd)
-                raise LedgerError("timed out after %gs waiting for the op-dbus run lock %s, held by %s. Let that "
+                raise RunLockBusy("timed out after %gs waiting for the op-dbus run lock %s, held by %s. Let that "
                                   "run finish, or raise the lock timeout" % (self.timeout, self.path, self.waited_for))
             self.waited = time.monotonic() - started
         try:
