@@ -56,20 +56,28 @@ $(BUILD)/ansible_collections/opdbus/fleet:
 # ---------------------------------------------------------------------------------------- demo
 DEMO_PLAYBOOK = $(BIN)/ansible-playbook -i /run/opdbus-fleet/demo/inventory.yml playbooks/demo/$(1)
 
-demo: deps ## boot three hosts, roll the laptop profile out, re-run, show and repair drift, show each ledger
+demo: deps ## boot three hosts, roll the laptop role out, re-run, repair drift, take, list and roll back snapshots
 	@trap '$(FLEET) down --name demo' EXIT; set -e; \
 	echo "== 1. boot three real systemd hosts (systemd-nspawn, one network namespace each)"; \
 	$(FLEET) up --name demo --hosts 3 >/dev/null; \
-	echo "== 2. apply the laptop profile (playbooks/demo/laptop_state.yml) through D-Bus"; \
+	echo "== 2. roll the laptop profile out with its role (opdbus.fleet.laptop)"; \
 	$(call DEMO_PLAYBOOK,apply.yml); \
-	echo "== 3. apply it again: nothing to do, changed=0"; \
+	echo "== 3. run it again: nothing to do, changed=0"; \
 	$(call DEMO_PLAYBOOK,apply.yml); \
-	echo "== 4. stop the backup timer on node2 behind Ansible's back, then look for drift"; \
-	$(FLEET) ssh --name demo node2 -- systemctl stop dpkg-db-backup.timer; \
+	echo "== 4. stop NetworkManager on node2 behind Ansible's back, then look for drift"; \
+	$(FLEET) ssh --name demo node2 -- systemctl stop NetworkManager.service; \
 	$(call DEMO_PLAYBOOK,drift.yml); \
-	echo "== 5. apply again: only node2 changes, and its ledger records the repair"; \
+	echo "== 5. run the role again: only node2 changes, and its ledger records the repair"; \
 	$(call DEMO_PLAYBOOK,apply.yml); \
-	echo "== 6. each host's ledger: verified, with the checkpoint to keep on the controller"; \
+	echo "== 6. on node1, with the guide's own commands: take a snapshot and list the restore points"; \
+	$(FLEET) ssh --name demo node1 -- opdbus snapshot --label before-change; \
+	$(FLEET) ssh --name demo node1 -- op-dbus blockchain snapshots; \
+	echo "== 7. on node1: declare NetworkManager stopped (a recorded change), then roll back to the snapshot"; \
+	$(call DEMO_PLAYBOOK,apply.yml) --limit node1 -e @playbooks/demo/network_manager_off.yml; \
+	$(FLEET) ssh --name demo node1 -- systemctl is-active NetworkManager.service || true; \
+	$(FLEET) ssh --name demo node1 -- op-dbus blockchain rollback latest; \
+	$(FLEET) ssh --name demo node1 -- systemctl is-active NetworkManager.service; \
+	echo "== 8. each host's ledger: verified, with the checkpoint to keep on the controller"; \
 	$(call DEMO_PLAYBOOK,ledger.yml)
 
 # ---------------------------------------------------------------------------------------- bench

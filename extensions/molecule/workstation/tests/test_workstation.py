@@ -1,0 +1,9 @@
+# Copyright (c) opdbus.fleet developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""After converge: the workstation profile's own units (the checks every profile shares are in resources/tests)."""
+
+
+def test_the_profile_units_hold(host):
+    assert host.service("NetworkManager").is_running and host.service("NetworkManager").is_enabled
+    assert host.service("ssh").is_running and host.service("ssh").is_enabled  # sshd.service, as Debian names it
+    assert not host.service("bluetooth").is_running and not host.service("bluetooth").is_enabled
