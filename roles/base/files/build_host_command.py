@@ -17,13 +17,15 @@ import zipfile
 
 PACKAGE_ROOT = "ansible_collections/opdbus/fleet"
 # Run from the zip, Python would compile every module at each start (a zip holds no __pycache__),
-# so the first run unpacks the archive next to a cache of compiled files, keyed by its digest.
-MAIN = '''import hashlib, os, sys, zipfile
+# so the first run unpacks the archive into a cache named after its size and modification time (a
+# new copy of the command gets a new directory); later runs import from there, compiled.
+MAIN = '''import os, sys
 archive = os.path.dirname(os.path.abspath(__file__))
-if zipfile.is_zipfile(archive):
-    with open(archive, "rb") as handle:
-        unpacked = os.path.join("/var/cache/opdbus", hashlib.sha256(handle.read()).hexdigest()[:16])
+if os.path.isfile(archive):
+    info = os.stat(archive)
+    unpacked = f"/var/cache/opdbus/{info.st_size}-{info.st_mtime_ns}"
     if not os.path.isdir(unpacked):
+        import zipfile
         try:
             staging = f"{unpacked}.{os.getpid()}"
             with zipfile.ZipFile(archive) as bundle:
