@@ -15,7 +15,6 @@ import os
 import stat
 
 from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.client import BtrfsClient
-from ansible_collections.opdbus.fleet.plugins.module_utils._btrfs.parse import mount_containing
 from ansible_collections.opdbus.fleet.plugins.module_utils._cli import render
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.argspec import apply_spec, scope_spec
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.context import TaskContext
@@ -123,8 +122,10 @@ def ledger_list(arguments, settings, context):
 
 
 def ledger_show(arguments, settings, context):
+    if arguments.seq < 0:
+        raise OpdbusError(f"SEQ must be 0 or more, not {arguments.seq} (`opdbus ledger list --since -N` counts from the end)")
     result = ledger_info_task(ledger_params(settings, since=arguments.seq, limit=1), True, context)
-    if arguments.seq < 0 or not result["entries"] or result["entries"][0].get("seq") != arguments.seq:
+    if not result["entries"] or result["entries"][0].get("seq") != arguments.seq:
         raise OpdbusError(f"the ledger has no entry {arguments.seq} (it holds {result['checkpoint']['size']})")
     entry = result["entries"][0]
     return Outcome(entry, json.dumps(entry, indent=2, sort_keys=True, ensure_ascii=False))
@@ -198,8 +199,8 @@ def optimal_node(topology, settings, current):
 def doctor(arguments, settings, context):
     """The checks of the guides' troubleshooting sections, each ok, warn or fail."""
     quiet = TaskContext(warn=lambda message: None, run=context.run, find=context.find_program)
-    checks = [check_dbus(), check_ledger(settings, quiet), check_btrfs(settings, quiet),
-              check_snapshot_age(settings, quiet), check_numa()]
+    ledger, report = check_ledger(settings, quiet)
+    checks = [check_dbus(), ledger, check_btrfs(settings, quiet), check_snapshot_age(report), check_numa()]
     failed = any(check["status"] == "fail" for check in checks)
     return Outcome(checks, render.checks(checks), EXIT_FAILED if failed else EXIT_OK)
 
@@ -216,33 +217,37 @@ def check_dbus():
 
 
 def check_ledger(settings, context):
+    """``(check, report)``: the ledger directory's permissions and its verification; the report (None when
+    the ledger could not be read) also serves the snapshot check, so the ledger is verified once."""
     directory = paths(settings)[1]
     try:
         info = os.stat(directory)
     except FileNotFoundError:
-        return _check("ledger", "fail", f"{directory} does not exist: nothing was ever applied or recorded here")
+        return _check("ledger", "fail", f"{directory} does not exist: nothing was ever applied or recorded here"), None
     except OSError as error:
-        return _check("ledger", "fail", f"cannot look up {directory}: {error.strerror}; run as root")
+        return _check("ledger", "fail", f"cannot look up {directory}: {error.strerror}; run as root"), None
     if not stat.S_ISDIR(info.st_mode):
-        return _check("ledger", "fail", f"{directory} is not a directory")
+        return _check("ledger", "fail", f"{directory} is not a directory"), None
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != 0 or mode & 0o077:
         return _check("ledger", "fail", f"{directory} is owned by uid {info.st_uid} with mode {mode:04o}; "
-                                        "it must be root's and private (chown root: and chmod 0700)")
-    report = ledger_info_task(ledger_params(settings, limit=0), True, context)
+                                        "it must be root's and private (chown root: and chmod 0700)"), None
+    try:
+        report = ledger_info_task(ledger_params(settings, limit=0), True, context)
+    except OpdbusError as error:
+        return _check("ledger", "fail", str(error)), None
     if not report["valid"]:
         problem = report["problems"][0]
-        return _check("ledger", "fail", f"does not verify: {problem['kind']}: {problem['detail']}")
-    return _check("ledger", "ok", f"{directory}: {report['checkpoint']['size']} entries, verified, mode {mode:04o}")
+        return _check("ledger", "fail", f"does not verify: {problem['kind']}: {problem['detail']}"), report
+    size = report["checkpoint"]["size"]
+    return _check("ledger", "ok", f"{directory}: {size} entries, verified, mode {mode:04o}"), report
 
 
 def check_btrfs(settings, context):
     directory = os.path.realpath(paths(settings)[1])
-    probe = directory
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
     try:
-        mount = mount_containing(BtrfsClient(context.run, context.find_program).mounts(), probe)
+        # The mount of the directory, or of its nearest existing ancestor when it does not exist yet.
+        mount = BtrfsClient(context.run, context.find_program).inspect(directory).mount
     except OpdbusError as error:
         return _check("btrfs", "warn", str(error))
     if mount is None or mount.fstype != "btrfs":
@@ -252,12 +257,11 @@ def check_btrfs(settings, context):
     return _check("btrfs", "ok", f"{directory} is on BTRFS (mounted at {mount.mount_point})")
 
 
-def check_snapshot_age(settings, context):
-    try:
-        points = ledger_info_task(ledger_params(settings, limit=0), True, context)["restore_points"]
-    except OpdbusError as error:
-        return _check("snapshot", "fail", str(error))
-    taken = [point for point in points if point["kind"] == "snapshot"]
+def check_snapshot_age(report):
+    """How old the newest snapshot is, from the ledger REPORT (None: the ledger check failed)."""
+    if report is None:
+        return _check("snapshot", "fail", "the ledger could not be read (see the ledger check)")
+    taken = [point for point in report["restore_points"] if point["kind"] == "snapshot"]
     if not taken:
         return _check("snapshot", "warn", "no snapshot taken yet (is op-dbus-snapshot.timer enabled?)")
     age = datetime.datetime.now(datetime.timezone.utc) - parse_time(taken[-1]["time"])

@@ -140,3 +140,15 @@ def test_entries_table():
 def test_doctor_marks():
     assert render.checks([{"check": "dbus", "status": "ok", "detail": "fine"},
                           {"check": "btrfs", "status": "warn", "detail": "ext4"}]) == "\u2713 dbus: fine\n\u26a0 btrfs: ext4"
+
+
+def test_doctor_judges_the_snapshot_age_from_the_one_ledger_report():
+    assert commands.check_snapshot_age(None)["status"] == "fail"
+    assert commands.check_snapshot_age({"restore_points": [{"kind": "apply", "id": 1}]})["status"] == "warn"
+    old = {"restore_points": [{"kind": "snapshot", "id": 2, "time": "2020-01-01T00:00:00.000000Z"}]}
+    assert commands.check_snapshot_age(old)["status"] == "warn"
+
+
+def test_ledger_show_refuses_a_negative_seq_before_reading_anything(capsys):
+    assert main(["--config", "/nonexistent/config.json", "ledger", "show", "-1"], prog="opdbus") == commands.EXIT_FAILED
+    assert "SEQ must be 0 or more" in capsys.readouterr().err
