@@ -19,6 +19,7 @@ import time
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.context import find_program
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.errors import OpdbusError
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import xdg_home
+from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.conditions import condition_text, evaluate_conditions
 from ansible_collections.opdbus.fleet.plugins.module_utils._systemd.units import (
     RUNTIME_UNIT_TYPES, UNRESTORABLE_FILE_STATES, SYSTEM_CONFIG_DIR, JobFacts, UnitStatus)
 
@@ -43,10 +44,6 @@ PIPELINE_WINDOW = 64
 
 class SystemdError(OpdbusError):
     """A D-Bus or systemd failure, with a message a user can act on."""
-
-
-def _condition_text(kind, trigger, negate, parameter):
-    return f"{kind}={'|' if trigger else ''}{'!' if negate else ''}{parameter}"
 
 
 class SystemdClient:
@@ -166,16 +163,23 @@ class SystemdClient:
             # Each condition's own result lasts only until the next daemon-reload, the overall one
             # as long as the unit stays loaded: without the former, name every condition.
             failed = [condition for condition in conditions if int(condition[4]) < 0] or conditions
-            unmet = [_condition_text(str(kind), bool(trigger), bool(negate), str(parameter))
+            unmet = [condition_text(str(kind), bool(trigger), bool(negate), str(parameter))
                      for kind, trigger, negate, parameter, _state in failed]
             unit.job_facts = JobFacts(bool(result), int(timestamp) > 0, unmet, bool(refuse_start), bool(refuse_stop))
             if conditions and not unit.job_facts.condition_checked:
-                self._evaluate_conditions(unit)
+                rows = [(str(kind), bool(trigger), bool(negate), str(parameter))
+                        for kind, trigger, negate, parameter, _state in conditions]
+                evaluated = evaluate_conditions(rows)
+                if evaluated is None:
+                    self._evaluate_conditions(unit)
+                else:
+                    unit.job_facts = JobFacts(evaluated[0], True, evaluated[1], bool(refuse_start), bool(refuse_stop))
 
     def _evaluate_conditions(self, unit):
         """Have systemd evaluate the start conditions of UNIT, which it has not evaluated since it was
         loaded (it unloads a unit whose start it skipped once nothing refers to it), so that planning
-        (and check mode) knows whether a start would run. ``systemd-analyze condition --unit`` needs
+        (and check mode) knows whether a start would run: for the kinds conditions.py does not
+        evaluate itself. ``systemd-analyze condition --unit`` needs
         systemd 249; without it the conditions stay unknown and a start is planned."""
         program = find_program("systemd-analyze")
         if program is None:
