@@ -36,6 +36,7 @@ extends_documentation_fragment:
   - opdbus.fleet.systemd
   - opdbus.fleet.apply
   - opdbus.fleet.ledger
+  - opdbus.fleet.ledger.write_ahead
 options:
   state:
     description:
@@ -102,7 +103,11 @@ requirements:
   - zstandard on the managed host (C(python3-zstandard))
   - btrfs-progs on the managed host when O(btrfs_subvolumes) is used
 notes:
-  - Taking a snapshot without O(label) is a change every time, like any backup.
+  - A snapshot without O(label) or O(btrfs_subvolumes) of a state equal to the newest restore
+    point's (a snapshot's or an apply's) records nothing and reports no change, with
+    RV(unchanged) true and that restore point in RV(snapshot); its blob's modification time
+    becomes the time of this confirmation. A timer that snapshots an unchanged host every few
+    minutes so adds nothing to the ledger. A labelled snapshot is always taken (once per label).
   - A restore brings the units back without writing O(state_file) or C(state/current.json), which
     hold the desired document; a later apply of that document brings the declared units back to
     their declaration. To keep a rollback, change the document too.
@@ -142,11 +147,18 @@ EXAMPLES = r"""
 
 RETURN = r"""
 snapshot:
-  description: The snapshot taken, or found by O(label) (V(null) when check mode would take one).
+  description:
+    - The snapshot taken, or found by O(label), or the newest restore point when the state is
+      unchanged since it (see RV(unchanged)); V(null) when check mode would take one.
+    - Shaped as RV(restore_point).
   returned: when O(state=present)
   type: dict
   sample: {id: 17, kind: snapshot, time: "2026-11-22T10:00:00.000000Z", digest: 3f5c..., label: null, units: 4,
            size: 212, btrfs: []}
+unchanged:
+  description: Whether the state equals the newest restore point's, so that nothing was (or would be) recorded.
+  returned: when O(state=present)
+  type: bool
 restore_point:
   description:
     - The restore point restored, or deleted (V(null) when O(id) names one already removed).

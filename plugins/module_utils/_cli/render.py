@@ -29,7 +29,10 @@ def apply_result(result, check_mode):
 def snapshot_result(result, check_mode):
     lines = []
     point = result.get("snapshot")
-    if point and result["entry"]:
+    if point and result.get("unchanged"):
+        lines.append(f"state unchanged since restore point {point['id']} ({point['kind']}, {point['time']}): "
+                     "nothing recorded")
+    elif point and result["entry"]:
         lines.append(f"snapshot {point['id']} taken: {_count(point['units'])} units{_label(point)}")
     elif point:
         lines.append(f"snapshot {point['id']}{_label(point)} exists already: nothing taken")
@@ -45,8 +48,8 @@ def snapshot_result(result, check_mode):
 
 
 def _count(units):
-    """A restore point's unit count (None when its state is not stored as a document)."""
-    return "?" if units is None else str(units)
+    """A restore point's unit count (only snapshots record one)."""
+    return "-" if units is None else str(units)
 
 
 def _label(point):
@@ -75,6 +78,9 @@ def _summary(entry):
             return f"outcome of intent {changes['intent']}"
         if "planned" in changes:
             return f"intent: {len(changes['planned'])} planned"
+        if isinstance(changes.get("files"), list) and isinstance(changes.get("packages", []), list):
+            return (f"{changes.get('role', 'files')}: {len(changes['files'])} files, "
+                    f"{len(changes.get('packages', []))} packages")
         return ", ".join(sorted(changes))
     return f"{len(changes)} changes" if isinstance(changes, list) else ""
 

@@ -371,8 +371,13 @@ class SnapshotManager:
         """Take a snapshot of the units NAMES (default: see ``units_to_snapshot``); returns result fields.
 
         With a LABEL that a live snapshot already has, nothing is taken: the label makes the task
-        idempotent, as a playbook re-run expects. With BTRFS_SUBVOLUMES, the BTRFS snapshots to
-        take are recorded as an intent first, then taken, then recorded with the snapshot.
+        idempotent, as a playbook re-run expects. Without a label (and without BTRFS snapshots,
+        whose content the ledger cannot see), a state equal to the newest live restore point's is
+        not recorded again: the snapshot timer fires every few minutes on an unchanged host, and an
+        entry each time would grow the ledger without bound. Its blob's modification time then says
+        when the state was last confirmed (the guide's health check reads it). With
+        BTRFS_SUBVOLUMES, the BTRFS snapshots to take are recorded as an intent first, then taken,
+        then recorded with the snapshot.
         """
         for index, name in enumerate(names or []):
             problem = unit_name_problem(name)
@@ -382,17 +387,22 @@ class SnapshotManager:
             if label is not None:
                 found = History(self.ledger.entries()).labelled(label)
                 if found is not None:
-                    return {"changed": False, "snapshot": found.as_dict(self.store), "entry": None}
+                    return {"changed": False, "snapshot": found.as_dict(self.store), "entry": None, "unchanged": False}
             units = self.units_to_snapshot(names)
+            document = snapshot_document(units)
+            digest = hashlib.sha256(canonical_json(document)).hexdigest()
+            if label is None and not btrfs_subvolumes:
+                held = self._newest_point_holding(digest, check_mode)
+                if held is not None:
+                    return {"changed": False, "snapshot": held.as_dict(self.store), "entry": None, "unchanged": True}
             planned = btrfs_plan(self.btrfs, btrfs_subvolumes, btrfs_snapshot_dir, utc_now()) if btrfs_subvolumes else []
             if check_mode:
-                return {"changed": True, "snapshot": None, "entry": None}
+                return {"changed": True, "snapshot": None, "entry": None, "unchanged": False}
             if planned:
                 run.intend([{"action": "btrfs_snapshot", "path": item["snapshot"], "source": item["source"]}
                             for item in planned])
             taken = self._take_btrfs(planned, run.progress)
-            document = snapshot_document(units)
-            new_blob = not self.store.exists(hashlib.sha256(canonical_json(document)).hexdigest())
+            new_blob = not self.store.exists(digest)
             try:
                 digest = self.store.put(document)
             except OSError as error:
@@ -405,7 +415,26 @@ class SnapshotManager:
                     self.store.delete(digest)
                 raise
         point = RestorePoint.from_entry(entry)[0]
-        return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry}
+        return {"changed": True, "snapshot": point.as_dict(self.store), "entry": entry, "unchanged": False}
+
+    def _newest_point_holding(self, digest, check_mode):
+        """The newest live restore point, when its state is DIGEST and its blob still holds it (a
+        damaged blob is no restore point: the snapshot is taken again and writes it anew); outside
+        check mode its blob's modification time becomes now."""
+        points = History(self.ledger.entries()).points()
+        newest = max(points, key=lambda point: (point.moment, point.id), default=None)
+        if newest is None or newest.digest != digest:
+            return None
+        try:
+            self.store.read(digest)
+        except BlobProblem:
+            return None
+        if not check_mode:
+            try:
+                os.utime(self.store.path(digest))
+            except OSError as error:
+                raise host_file_error("touch the snapshot blob in", self.store.directory, error) from None
+        return newest
 
     def units_to_snapshot(self, names):
         """``{name: UnitStatus}`` of NAMES; else of the units the state file declares; else of

@@ -18,7 +18,8 @@ import zipfile
 PACKAGE_ROOT = "ansible_collections/opdbus/fleet"
 # Run from the zip, Python would compile every module at each start (a zip holds no __pycache__),
 # so the first run unpacks the archive into a cache named after its size and modification time (a
-# new copy of the command gets a new directory); later runs import from there, compiled.
+# new copy of the command gets a new directory, and removes the copies of earlier versions); later
+# runs import from there, compiled.
 MAIN = '''import os, sys
 archive = os.path.dirname(os.path.abspath(__file__))
 if os.path.isfile(archive):
@@ -33,6 +34,16 @@ if os.path.isfile(archive):
             os.replace(staging, unpacked)
         except OSError:
             unpacked = archive  # not root: run from the zip itself
+        else:
+            import shutil, time
+            for name in os.listdir("/var/cache/opdbus"):  # earlier versions, unpacked over an hour ago
+                earlier = os.path.join("/var/cache/opdbus", name)
+                try:
+                    stale = earlier != unpacked and os.stat(earlier).st_mtime < time.time() - 3600
+                except OSError:
+                    continue
+                if stale:
+                    shutil.rmtree(earlier, ignore_errors=True)
     sys.path.insert(0, unpacked)
 from ansible_collections.opdbus.fleet.plugins.module_utils._cli.main import main
 sys.exit(main())

@@ -20,6 +20,8 @@ def test_op_dbus_service_and_the_snapshot_timer(host, profile):
     assert f"OnCalendar={profile['calendar']}" in calendar, calendar
     timer = host.file("/etc/systemd/system/op-dbus-snapshot.timer").content_string
     assert "Persistent=true" in timer and f"RandomizedDelaySec={profile['delay']}" in timer
+    loaded = host.run("systemctl show -p Persistent -p FixedRandomDelay op-dbus-snapshot.timer").stdout.split()
+    assert sorted(loaded) == ["FixedRandomDelay=yes", "Persistent=yes"], loaded
 
 
 def test_state_file_equals_current_json(host, profile):
@@ -58,8 +60,10 @@ def test_the_guides_health_check_passes_once_the_timer_ran(host):
 
 def test_the_guides_commands_work(host, profile):
     host.run_test("systemctl start op-dbus-snapshot.service")
+    # The restore points: the role's apply, and a snapshot only where the state changed since it.
     snapshots = host.run("op-dbus blockchain snapshots")
-    assert snapshots.rc == 0 and "snapshot" in snapshots.stdout
+    assert snapshots.rc == 0 and snapshots.stdout.startswith("ID "), snapshots.stdout
+    assert len(snapshots.stdout.splitlines()) >= 2, snapshots.stdout
     numa = host.run("op-dbus cache numa-info")
     assert numa.rc == 0 and numa.stdout.startswith("NUMA Topology")
     assert f"Strategy: {profile['numa_strategy']}" in numa.stdout

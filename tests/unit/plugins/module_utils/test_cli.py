@@ -125,16 +125,29 @@ def test_apply_text_says_what_ran_and_where_it_is_recorded():
     assert render.apply_result(dict(result, entry=None), True).splitlines()[0] == "would run: stop cups.service"
 
 
+def test_snapshot_text_tells_a_new_snapshot_from_an_unchanged_state():
+    point = {"id": 9, "kind": "apply", "time": "T9", "units": None, "label": None}
+    taken = {"changed": True, "unchanged": False, "snapshot": dict(point, kind="snapshot", units=3), "entry": {"seq": 9}}
+    assert render.snapshot_result(taken, False) == "snapshot 9 taken: 3 units"
+    held = {"changed": False, "unchanged": True, "snapshot": point, "entry": None}
+    assert render.snapshot_result(held, False) == "state unchanged since restore point 9 (apply, T9): nothing recorded"
+    assert render.snapshot_result(dict(held, removed=[]), False).splitlines()[1] == "retention keeps every restore point"
+
+
 def test_entries_table():
     text = render.entries([
         {"seq": 0, "time": "T0", "action": "intent", "actor": "root", "changes": {"for": "apply", "planned": [{}]}},
         {"seq": 1, "time": "T1", "action": "apply", "actor": "root",
          "changes": {"intent": 0, "units": [{"unit": "cups.service", "actions": ["stop", "mask"]}]}},
         {"seq": 2, "time": "T2", "action": "snapshot", "actor": "root", "changes": {"units": 1, "label": "x"}},
+        {"seq": 3, "time": "T3", "action": "role_files", "actor": "root",
+         "changes": {"role": "opdbus.fleet.base", "files": ["/a", "/b"], "packages": [], "host_command": "x"}},
     ])
-    assert text.splitlines() == ["SEQ  TIME  ACTION    ACTOR  CHANGES", "0    T0    intent    root   intent: 1 planned",
-                                 "1    T1    apply     root   stop mask cups.service",
-                                 "2    T2    snapshot  root   1 units (x)"]
+    assert text.splitlines() == ["SEQ  TIME  ACTION      ACTOR  CHANGES",
+                                 "0    T0    intent      root   intent: 1 planned",
+                                 "1    T1    apply       root   stop mask cups.service",
+                                 "2    T2    snapshot    root   1 units (x)",
+                                 "3    T3    role_files  root   opdbus.fleet.base: 2 files, 0 packages"]
 
 
 def test_doctor_marks():
