@@ -22,10 +22,15 @@ options:
       - When the time runs out the task fails, naming the run it waited for, and changes nothing.
     type: int
     default: 120
+seealso:
+  - module: opdbus.fleet.opdbus_ledger_info
+"""
+
+    # For the modules that change the host themselves.
+    WRITE_AHEAD = r"""
+options: {}
 notes:
   - Before its first change the module records an C(intent) entry with the planned actions, and
     afterwards the outcome, also when the run fails part-way. A run killed in between is reported
     by the next run and by M(opdbus.fleet.opdbus_ledger_info) as interrupted.
-seealso:
-  - module: opdbus.fleet.opdbus_ledger_info
 """

@@ -88,6 +88,7 @@ notes:
     and for the fields of the ledger entry.
 extends_documentation_fragment:
   - opdbus.fleet.ledger
+  - opdbus.fleet.ledger.write_ahead
 seealso:
   - module: opdbus.fleet.btrfs_info
 """

@@ -98,6 +98,7 @@ notes:
   - See C(docs/numa.md) in the collection for the strategies, what is read from where, and examples for DGX servers.
 extends_documentation_fragment:
   - opdbus.fleet.ledger
+  - opdbus.fleet.ledger.write_ahead
 seealso:
   - module: opdbus.fleet.opdbus_numa_info
 """

@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - opdbus.fleet.systemd
   - opdbus.fleet.apply
   - opdbus.fleet.ledger
+  - opdbus.fleet.ledger.write_ahead
 attributes:
   check_mode:
     support: full
