@@ -54,9 +54,12 @@ PACKAGES = (
     "network-manager",
     "bluez",
     "python3-apt",
+    # What the pull role needs on a laptop: git for ansible-pull, venv (with its bundled pip) for ansible-core.
+    "git",
+    "python3-venv",
 )
 # Bump when the customisation in _customise_rootfs changes, so cached root filesystems are rebuilt.
-ROOTFS_LAYOUT = 2
+ROOTFS_LAYOUT = 3
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE_DIR = os.environ.get("OPDBUS_FLEET_CACHE", "/var/cache/opdbus-fleet")

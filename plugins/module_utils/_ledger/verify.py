@@ -13,8 +13,8 @@ import json
 import os
 
 from ansible_collections.opdbus.fleet.plugins.module_utils._common.files import write_all
+from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.anchors import parse_checkpoint
 from ansible_collections.opdbus.fleet.plugins.module_utils._ledger.entries import (
-    HEX_DIGEST,
     INTENT_ACTION,
     INTERRUPTED_ACTION,
     check_line,
@@ -202,21 +202,6 @@ def _start_forked(work):
     return wait
 
 
-def _parse_anchor(anchor):
-    if not isinstance(anchor, dict):
-        raise ValueError("the anchor must be a dict with origin, size and root")
-    origin, size, root = anchor.get("origin"), anchor.get("size"), anchor.get("root")
-    if origin is not None and (not isinstance(origin, str) or not origin):
-        raise ValueError("the anchor's origin must be a non-empty string")
-    if not is_int(size) or size < 0:
-        raise ValueError("the anchor's size must be a non-negative integer")
-    if not isinstance(root, str) or not HEX_DIGEST.fullmatch(root):
-        raise ValueError("the anchor's root must be a lowercase hex SHA-256")
-    if origin is None and size:
-        raise ValueError("an anchor without an origin can only be the empty checkpoint (size 0)")
-    return origin, size, bytes.fromhex(root)
-
-
 def verify_snapshot(snapshot, anchor):
     findings = Findings()
     recoverable = []
@@ -280,7 +265,7 @@ def _check_anchor(anchor, checkpoint, leaves, findings):
     """Check that the ledger extends ANCHOR; returns the consistency proof (hex) that lets the controller
     check it independently with merkle.verify_consistency, or None when there is no such proof."""
     try:
-        origin, size, root = _parse_anchor(anchor)
+        origin, size, root = parse_checkpoint(anchor)
     except ValueError as exc:
         findings.add(None, "bad_anchor", str(exc))
         return None
