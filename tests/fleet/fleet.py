@@ -5,7 +5,9 @@ Each host is a Debian root filesystem booted with ``systemd-nspawn -b`` (real PI
 bus), in its own network namespace joined to a per-fleet bridge, reachable as root over SSH with a
 key made for the run. Hosts share one cached, read-only root filesystem through
 ``--volatile=overlay``. A host can be given a freshly formatted BTRFS filesystem on a loop device,
-bound in at ``/mnt/btrfs``.
+bound in at ``/mnt/btrfs``. ``serve`` publishes a controller directory to the hosts over HTTP with
+nginx on the fleet's gateway address, and its git repositories with ``git daemon`` (hosts reach no
+package registry, so whatever they install comes from there).
 
 Everything a fleet creates is named after the fleet (netns ``opdbus-NAME-HOST``, bridge
 ``ofb-NAME``, veths ``ofv-NAME-N``, files under ``RUN_ROOT/NAME``), so ``down`` can sweep it all
@@ -75,6 +77,7 @@ REQUIRED_TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
+SERVE_TOOLS = {"nginx": "nginx", "git": "git"}
 # Host keys are new on every boot, so they are neither checked nor remembered.
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -400,10 +403,66 @@ class Fleet:
             raise FleetError(f"{host}: {module} gave no result: {result.stdout.strip()} {result.stderr.strip()}")
         return json.loads(result.stdout.split("=>", 1)[1])
 
+    # ---- serve
+    @property
+    def serve_dir(self):
+        return os.path.join(self.run_dir, "serve")
+
+    @property
+    def access_log(self):
+        return os.path.join(self.serve_dir, "access.log")
+
+    def serve(self, directory, port=8080, git_port=9418):
+        """Serve DIRECTORY read-only until ``down``: over HTTP at http://GATEWAY:PORT/ (with directory
+        listings, which pip's --find-links reads) and its bare repositories at git://GATEWAY/NAME.git
+        (git's own protocol, because ansible-pull's shallow clones need more than dumb HTTP).
+        Returns both base URLs. One server per fleet."""
+        self.state()
+        missing = [f"{tool} (Debian package {package})" for tool, package in SERVE_TOOLS.items()
+                   if shutil.which(tool) is None]
+        if missing:
+            raise FleetError(f"missing {', '.join(missing)}; `make deps` installs it")
+        if not os.path.isdir(directory):
+            raise FleetError(f"{directory} is not a directory")
+        if self._server_pids():
+            raise FleetError(f"fleet {self.name!r} already serves a directory; `down` stops it")
+        directory = os.path.abspath(directory)
+        conf = os.path.join(self.serve_dir, "nginx.conf")
+        os.makedirs(os.path.join(self.serve_dir, "temp"), mode=0o700, exist_ok=True)
+        # The workers run as root because the served tree usually lives under the 0700 run directory.
+        _write(conf, f"""\
+daemon on;
+user root;
+worker_processes 1;
+pid {self.serve_dir}/nginx.pid;
+error_log {self.serve_dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {self.access_log};
+    client_body_temp_path {self.serve_dir}/temp/body;
+    proxy_temp_path {self.serve_dir}/temp/proxy;
+    fastcgi_temp_path {self.serve_dir}/temp/fastcgi;
+    uwsgi_temp_path {self.serve_dir}/temp/uwsgi;
+    scgi_temp_path {self.serve_dir}/temp/scgi;
+    server {{
+        listen {self.gateway}:{port};
+        root {directory};
+        autoindex on;
+    }}
+}}
+""")
+        run(["nginx", "-e", os.path.join(self.serve_dir, "error.log"), "-c", conf])
+        run(["git", "daemon", "--detach", "--reuseaddr", "--export-all", f"--base-path={directory}",
+             f"--listen={self.gateway}", f"--port={git_port}", f"--pid-file={self.serve_dir}/git-daemon.pid",
+             directory])
+        return f"http://{self.gateway}:{port}", f"git://{self.gateway}:{git_port}"
+
     # ---- down
     def down(self, quiet=False, stop_timeout=30):
         """Stop every host and remove everything named after this fleet; safe to call repeatedly."""
-        pids = set(self._nspawn_pids())
+        pids = set(self._nspawn_pids()) | set(self._server_pids())
         with contextlib.suppress(FleetError, FileNotFoundError, json.JSONDecodeError):
             pids.update(info["pid"] for info in self.state()["hosts"].values() if _alive(info["pid"]))
         for pid in pids:
@@ -439,6 +498,7 @@ class Fleet:
         deadline = time.monotonic() + settle
         while True:
             found = [f"nspawn process {pid}" for pid in self._nspawn_pids()]
+            found += [f"server process {pid}" for pid in self._server_pids()]
             found += [f"network namespace {name}" for name in self._netns_names()]
             found += [f"link {name}" for name in self._links()]
             found += [f"mount {path}" for path in self._mounts()]
@@ -461,6 +521,19 @@ class Fleet:
                     argv = handle.read().split(b"\0")
                 if argv and os.path.basename(argv[0]) == b"systemd-nspawn" and any(marker.encode() in a for a in argv):
                     pids.append(int(entry))
+        return pids
+
+    def _server_pids(self):
+        # nginx's and git daemon's command lines name files in the serve directory (nginx rewrites its
+        # title but keeps its arguments); nginx's workers and git's per-clone children go with them.
+        marker = (self.serve_dir + "/").encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                        if marker in handle.read():
+                            pids.append(int(entry))
         return pids
 
     def _netns_names(self):
@@ -529,6 +602,12 @@ def main(argv=None):
     clean.add_argument("--prefix", help="only fleets whose name starts with PREFIX")
     inventory = commands.add_parser("inventory", help="print the inventory path of a running fleet")
     inventory.add_argument("--name", default="opdbus")
+    serve = commands.add_parser("serve", help="serve a directory to the fleet's hosts over HTTP (nginx) and its "
+                                "git repositories (git daemon) until down; prints both base URLs")
+    serve.add_argument("--name", default="opdbus")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--git-port", type=int, default=9418)
+    serve.add_argument("directory")
     ssh = commands.add_parser("ssh", help="run a command on a host")
     ssh.add_argument("--name", default="opdbus")
     ssh.add_argument("host")
@@ -556,11 +635,13 @@ def main(argv=None):
             leftovers = [item for name in names for item in Fleet(name).leftovers()]
             if leftovers:
                 raise FleetError("left behind: " + "; ".join(leftovers))
-            log("clean: no nspawn process, namespace, link, mount or loop device of a fleet is left")
+            log("clean: no nspawn or server process, namespace, link, mount or loop device of a fleet is left")
         elif args.command == "inventory":
             fleet = Fleet(args.name)
             fleet.state()
             print(fleet.inventory_file)
+        elif args.command == "serve":
+            print("\n".join(Fleet(args.name).serve(args.directory, args.port, args.git_port)))
         elif args.command == "ssh":
             result = Fleet(args.name).ssh(args.host, " ".join(args.remote_command), check=False, timeout=None)
             sys.stdout.write(result.stdout)
