@@ -46,7 +46,7 @@ $(VENV)/.installed: tests/requirements.txt | apt-packages
 	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	@$(PYTHON) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PYTHON) -m pip install -q -r tests/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PYTHON) -m pip check >/dev/null && $(PYTHON) -c "import ansible, molecule, testinfra, hypothesis" && touch $@
+	@$(PYTHON) -m pip check >/dev/null && $(PYTHON) -c "import ansible, molecule, testinfra, hypothesis, ansible_runner, ansible_builder" && touch $@
 
 $(BUILD)/ansible_collections/opdbus/fleet:
 	@mkdir -p $(dir $@) && ln -sfn ../../.. $@
