@@ -14,11 +14,19 @@ from fleet import Fleet, ansible_command, ansible_environment  # noqa: E402  (pa
 
 FLEET_HOSTS = 3
 BOOT_TIMES = []  # reported after the run: pytest captures what fixtures print
+FILE_SECONDS = {}  # test file -> seconds of setup, calls and teardown, fleets booted by its fixtures included
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    FILE_SECONDS[path] = FILE_SECONDS.get(path, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
     for seconds in BOOT_TIMES:
         terminalreporter.write_line(f"test fleet: {FLEET_HOSTS} hosts booted from the cached root filesystem in {seconds} s")
+    for path, seconds in FILE_SECONDS.items():
+        terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
 
 
 @pytest.fixture(scope="session")
