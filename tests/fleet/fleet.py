@@ -558,6 +558,20 @@ http {{
                 if len(line.split()) > 1 and line.split(None, 1)[1].strip().startswith(prefix)]
 
 
+@contextlib.contextmanager
+def booted_fleet(name, count, **options):
+    """A fleet that is up inside the with block; after it, down with nothing of it left."""
+    fleet = Fleet(name)
+    fleet.up(count, **options)
+    try:
+        yield fleet
+    finally:
+        fleet.down()
+    leftovers = fleet.leftovers()
+    if leftovers:
+        raise FleetError(f"fleet {name!r} left behind after down: {leftovers}")
+
+
 def _alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as handle:

@@ -10,7 +10,7 @@ import pytest
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TESTS_DIR, "fleet"))
 
-from fleet import Fleet, ansible_command, ansible_environment  # noqa: E402  (path set up just above)
+from fleet import REPO_ROOT, ansible_command, ansible_environment, booted_fleet  # noqa: E402  (path set up just above)
 
 FLEET_HOSTS = 3
 BOOT_TIMES = []  # reported after the run: pytest captures what fixtures print
@@ -29,18 +29,28 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
 
 
-@pytest.fixture(scope="session")
-def fleet():
+@pytest.fixture(scope="session", autouse=True)
+def requires_root():
     if os.geteuid() != 0:
         pytest.fail("integration tests boot systemd-nspawn hosts and need root; run `make integration` as root")
+
+
+@pytest.fixture(scope="session")
+def fleet():
     # A distinct name per concurrent run (e.g. two developers' test sessions on one machine).
-    test_fleet = Fleet(os.environ.get("OPDBUS_FLEET_NAME", "itest"))
-    test_fleet.up(FLEET_HOSTS, btrfs=["node1"])
-    BOOT_TIMES.append(test_fleet.state()["boot_seconds"])
-    yield test_fleet
-    test_fleet.down()
-    leftovers = test_fleet.leftovers()
-    assert not leftovers, f"fleet teardown left: {leftovers}"
+    with booted_fleet(os.environ.get("OPDBUS_FLEET_NAME", "itest"), FLEET_HOSTS, btrfs=["node1"]) as test_fleet:
+        BOOT_TIMES.append(test_fleet.state()["boot_seconds"])
+        yield test_fleet
+
+
+@pytest.fixture(scope="session")
+def collection_tarball(tmp_path_factory):
+    """The collection as Galaxy or a private Automation Hub would serve it: `ansible-galaxy collection build`."""
+    output = tmp_path_factory.mktemp("collection")
+    subprocess.run([ansible_command("ansible-galaxy"), "collection", "build", "--output-path", str(output), REPO_ROOT],
+                   check=True, capture_output=True)
+    (tarball,) = output.glob("opdbus-fleet-*.tar.gz")
+    return tarball
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 
 import pytest
-from fleet import REPO_ROOT, SSH_OPTIONS, Fleet, ansible_command
+from fleet import REPO_ROOT, SSH_OPTIONS, ansible_command, booted_fleet
 
 PROJECT = os.path.join(REPO_ROOT, "examples", "awx-project")
 GROUPS = {"node1": "laptops", "node2": "workstations"}
@@ -29,23 +29,8 @@ COPY = "/root/ledger-copy"
 
 @pytest.fixture(scope="module")
 def fleet():
-    if os.geteuid() != 0:
-        pytest.fail("integration tests boot systemd-nspawn hosts and need root")
-    awx_fleet = Fleet(os.environ.get("OPDBUS_AWX_FLEET_NAME", "itestawx"))
-    awx_fleet.up(len(GROUPS))
-    yield awx_fleet
-    awx_fleet.down()
-    assert not awx_fleet.leftovers()
-
-
-@pytest.fixture(scope="module")
-def collection_tarball(tmp_path_factory):
-    """The collection as a private Automation Hub would serve it: the artifact of `ansible-galaxy collection build`."""
-    output = tmp_path_factory.mktemp("collection")
-    subprocess.run([ansible_command("ansible-galaxy"), "collection", "build", "--output-path", str(output), REPO_ROOT],
-                   check=True, capture_output=True)
-    (tarball,) = output.glob("opdbus-fleet-*.tar.gz")
-    return tarball
+    with booted_fleet(os.environ.get("OPDBUS_AWX_FLEET_NAME", "itestawx"), len(GROUPS)) as awx_fleet:
+        yield awx_fleet
 
 
 def execution_environment():

@@ -20,15 +20,12 @@ DEFINITION = os.path.join(REPO_ROOT, "examples", "execution-environment")
 
 
 @pytest.fixture(scope="module")
-def installed_collection(tmp_path_factory):
-    """The collection built and installed as the image's `ansible-galaxy collection install` leaves it."""
-    root = tmp_path_factory.mktemp("ee-collections")
-    subprocess.run([ansible_command("ansible-galaxy"), "collection", "build", "--output-path", str(root), REPO_ROOT],
-                   check=True, capture_output=True)
-    (tarball,) = root.glob("opdbus-fleet-*.tar.gz")
-    subprocess.run([ansible_command("ansible-galaxy"), "collection", "install", "-p", str(root / "collections"), str(tarball)],
+def installed_collection(collection_tarball, tmp_path_factory):
+    """The collection installed as the image's `ansible-galaxy collection install` leaves it."""
+    collections = tmp_path_factory.mktemp("ee") / "collections"
+    subprocess.run([ansible_command("ansible-galaxy"), "collection", "install", "-p", str(collections), str(collection_tarball)],
                    env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}, check=True, capture_output=True)
-    return root / "collections"
+    return collections
 
 
 def test_create_writes_a_context_that_installs_the_collection_ansible_core_and_runner(tmp_path):

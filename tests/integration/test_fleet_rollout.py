@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 
 import pytest
-from fleet import Fleet, ansible_command, ansible_environment
+from fleet import ansible_command, ansible_environment, booted_fleet
 
 CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files", "callback")
 LEDGER = "/var/lib/op-dbus/blockchain"
@@ -42,13 +42,8 @@ print(json.dumps(reply))
 
 @pytest.fixture(scope="module")
 def fleet():
-    if os.geteuid() != 0:
-        pytest.fail("integration tests boot systemd-nspawn hosts and need root")
-    rollout_fleet = Fleet(os.environ.get("OPDBUS_ROLLOUT_FLEET_NAME", "itestfl"))
-    rollout_fleet.up(len(GROUPS))
-    yield rollout_fleet
-    rollout_fleet.down()
-    assert not rollout_fleet.leftovers()
+    with booted_fleet(os.environ.get("OPDBUS_ROLLOUT_FLEET_NAME", "itestfl"), len(GROUPS)) as rollout_fleet:
+        yield rollout_fleet
 
 
 @pytest.fixture(scope="module")
