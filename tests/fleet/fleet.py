@@ -5,12 +5,14 @@ Each host is a Debian root filesystem booted with ``systemd-nspawn -b`` (real PI
 bus), in its own network namespace joined to a per-fleet bridge, reachable as root over SSH with a
 key made for the run. Hosts share one cached, read-only root filesystem through
 ``--volatile=overlay``. A host can be given a freshly formatted BTRFS filesystem on a loop device,
-bound in at ``/mnt/btrfs``. ``serve`` publishes a controller directory to the hosts over HTTP with
-nginx on the fleet's gateway address, and its git repositories with ``git daemon`` (hosts reach no
-package registry, so whatever they install comes from there).
+bound in at ``/mnt/btrfs``. ``up --vm HOST --numa SPEC`` adds QEMU virtual machines with a real
+kernel and the NUMA topology SPEC to the fleet (see vm.py), on the same bridge and inventory.
+``serve`` publishes a controller directory to the hosts over HTTP with nginx on the fleet's gateway
+address, and its git repositories with ``git daemon`` (hosts reach no package registry, so whatever
+they install comes from there).
 
 Everything a fleet creates is named after the fleet (netns ``opdbus-NAME-HOST``, bridge
-``ofb-NAME``, veths ``ofv-NAME-N``, files under ``RUN_ROOT/NAME``), so ``down`` can sweep it all
+``ofb-NAME``, veths ``ofv-NAME-N``, VM taps ``oft-NAME-N``, files under ``RUN_ROOT/NAME``), so ``down`` can sweep it all
 away from the names alone, even when the run that created it crashed and left no state behind.
 
 This is the one implementation used by the Makefile, pytest fixtures and Molecule; run
@@ -18,6 +20,7 @@ This is the one implementation used by the Makefile, pytest fixtures and Molecul
 """
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -33,6 +36,8 @@ import tempfile
 import time
 import uuid
 import zlib
+
+import vm
 
 SUITE = "bookworm"
 # What every test host has: systemd with a system bus, the target-side Python libraries the
@@ -78,6 +83,9 @@ REQUIRED_TOOLS = {
     "ssh-keygen": "openssh-client",
 }
 SERVE_TOOLS = {"nginx": "nginx", "git": "git"}
+VM_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "mkfs.ext4": "e2fsprogs"}
+# A VM under TCG on two busy cores boots in about 30 s; this leaves room for a loaded machine.
+VM_BOOT_TIMEOUT = 240
 # Host keys are new on every boot, so they are neither checked nor remembered.
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -99,14 +107,14 @@ def run(argv, check=True, capture=True, **kwargs):
     return result
 
 
-def preflight():
+def preflight(tools=None):
     """Fail with one line per problem before anything is created."""
     if os.geteuid() != 0:
         raise FleetError(
             "the test fleet needs root (systemd-nspawn, network namespaces, loop devices); "
             "run the integration stages as root"
         )
-    missing = [f"{tool} (Debian package {package})" for tool, package in REQUIRED_TOOLS.items()
+    missing = [f"{tool} (Debian package {package})" for tool, package in (tools or REQUIRED_TOOLS).items()
                if shutil.which(tool) is None]
     if missing:
         raise FleetError(f"missing {', '.join(missing)}; `make deps` installs them")
@@ -155,6 +163,13 @@ def ensure_rootfs():
             if stale.startswith(f"{SUITE}-") and os.path.join(CACHE_DIR, stale) != path:
                 shutil.rmtree(os.path.join(CACHE_DIR, stale), ignore_errors=True)
     return path
+
+
+def ensure_vm_image(rootfs):
+    """The cached VM image of ROOTFS (vm.ensure_image), under the cache's lock."""
+    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return vm.ensure_image(rootfs, CACHE_DIR, run, log)
 
 
 def _write(path, content, mode=0o644):
@@ -247,6 +262,10 @@ class Fleet:
         return os.path.join(self.run_dir, "inventory.yml")
 
     @property
+    def vm_dir(self):
+        return os.path.join(self.run_dir, "vm")
+
+    @property
     def key_file(self):
         return os.path.join(self.run_dir, "id_ed25519")
 
@@ -264,17 +283,28 @@ class Fleet:
         return f"opdbus-{self.name}-{host}"
 
     # ---- up
-    def up(self, count=3, btrfs=(), btrfs_size="512M", prefix="node", boot_timeout=60):
-        """Boot COUNT hosts; BTRFS is the list of host names (or ["all"]) given a BTRFS mount."""
-        preflight()
+    def up(self, count=3, btrfs=(), btrfs_size="512M", prefix="node", boot_timeout=60, vms=None):
+        """Boot COUNT container hosts and the virtual machines VMS ({host: NUMA spec}); BTRFS is the
+        list of container host names (or ["all"]) given a BTRFS mount."""
+        vms = dict(vms or {})
+        preflight(dict(REQUIRED_TOOLS, **VM_TOOLS) if vms else REQUIRED_TOOLS)
         if os.path.exists(self.state_file):
             raise FleetError(f"fleet {self.name!r} is already up; run `fleet.py down --name {self.name}` first")
-        if not 1 <= count <= 50:
+        if not 1 <= count + len(vms) <= 50 or count < 0:
             raise FleetError("a fleet has 1 to 50 hosts")
+        try:
+            topologies = {host: vm.parse_numa(spec) for host, spec in vms.items()}
+        except ValueError as exc:
+            raise FleetError(str(exc)) from None
         root = ensure_rootfs()
+        image = ensure_vm_image(root) if vms else None
         self.down(quiet=True)  # residue of a crashed run with this name
         os.makedirs(self.run_dir, mode=0o700)
         names = [f"{prefix}{index}" for index in range(1, count + 1)]
+        clashing = [host for host in vms if host in names or not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", host)]
+        if clashing:
+            raise FleetError(f"VM names {', '.join(clashing)}: use lowercase letters, digits and '-', other than "
+                             f"the container hosts' {prefix}1..{prefix}{count}")
         btrfs_hosts = set(names) if "all" in btrfs else set(btrfs)
         unknown = btrfs_hosts - set(names)
         if unknown:
@@ -291,9 +321,12 @@ class Fleet:
             for index, host in enumerate(names, start=1):
                 state["hosts"][host] = self._start_host(root, host, index, host in btrfs_hosts, btrfs_size)
                 self._save(state)
+            for index, (host, topology) in enumerate(topologies.items(), start=count + 1):
+                state["hosts"][host] = self._start_vm(image, host, index, topology)
+                self._save(state)
             self._write_inventory(state)
             for host, info in state["hosts"].items():
-                self._wait_ready(host, info, boot_timeout)
+                self._wait_ready(host, info, VM_BOOT_TIMEOUT if "numa" in info else boot_timeout)
         except BaseException:
             self.down(quiet=True)
             raise
@@ -334,6 +367,29 @@ class Fleet:
         info["pid"] = process.pid
         return info
 
+    def _start_vm(self, image, host, index, topology):
+        tap = f"oft-{self.name}-{index}"
+        address = f"10.213.{self.subnet_octet}.{10 + index}"
+        mac = f"52:54:00:{self.subnet_octet:02x}:{index // 256:02x}:{index % 256:02x}"
+        os.makedirs(self.vm_dir, mode=0o700, exist_ok=True)
+        disk = os.path.join(self.vm_dir, f"{host}.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image["disk"], disk])
+        run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+        run(["ip", "link", "set", tap, "master", self.bridge, "up"])
+        with open(self.key_file + ".pub", "rb") as handle:
+            key = base64.b64encode(handle.read().strip()).decode()
+        cmdline = (f"root=LABEL=fleet-vm rw console=ttyS0 quiet systemd.firstboot=off fleet.hostname={host} "
+                   f"fleet.address={address}/24 fleet.mac={mac} fleet.key={key}")
+        console_log = os.path.join(self.run_dir, f"{host}.console.log")
+        argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w"),
+                                   start_new_session=True)
+        log(f"{host}: QEMU ({vm.ACCELERATOR.split(',', maxsplit=1)[0]}) with {topology.nodes} NUMA nodes x "
+            f"{topology.cpus_per_node} CPUs x {topology.memory_mib} MiB")
+        return {"address": address, "pid": process.pid, "tap": tap, "mac": mac, "disk": disk,
+                "numa": topology._asdict(), "distances": vm.distances(topology.nodes)}
+
     def _make_btrfs(self, host, size):
         image = os.path.join(self.run_dir, f"{host}.btrfs.img")
         mount = os.path.join(self.run_dir, f"{host}.btrfs")
@@ -348,7 +404,8 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _alive(info["pid"]):
-                raise FleetError(f"{host}: systemd-nspawn exited during boot; see {self.run_dir}/{host}.console.log")
+                raise FleetError(f"{host}: {'QEMU' if 'numa' in info else 'systemd-nspawn'} exited during boot; "
+                                 f"see {self.run_dir}/{host}.console.log")
             with contextlib.suppress(OSError):
                 socket.create_connection((info["address"], 22), timeout=1).close()
                 status = self.ssh(host, "systemctl is-system-running --wait", check=False, timeout=max(1, deadline - time.monotonic()))
@@ -377,6 +434,9 @@ class Fleet:
             lines.append(f"      ansible_host: {info['address']}")
             if "btrfs" in info:
                 lines.append(f"      fleet_btrfs_mount: {BTRFS_MOUNT_IN_HOST}")
+            if "numa" in info:
+                lines.append(f"      fleet_vm_numa: {json.dumps(info['numa'])}")
+                lines.append(f"      fleet_vm_distances: {json.dumps(info['distances'])}")
         _write(self.inventory_file, "\n".join(lines) + "\n", mode=0o600)
 
     # ---- use
@@ -393,7 +453,9 @@ class Fleet:
 
     def run_module(self, host, module, arguments, check_mode=False):
         """Run one module on HOST with ``ansible`` and return its result as a dict."""
-        argv = [ansible_command("ansible"), "-i", self.inventory_file, host, "-m", module, "-a", json.dumps(arguments)]
+        argv = [ansible_command("ansible"), "-i", self.inventory_file, host, "-m", module]
+        if arguments:  # ansible reads an empty "-a {}" as free-form text, which most modules refuse
+            argv += ["-a", json.dumps(arguments)]
         if check_mode:
             argv.append("--check")
         result = subprocess.run(argv, env=ansible_environment(ANSIBLE_CALLBACK_RESULT_FORMAT="json",
@@ -401,7 +463,11 @@ class Fleet:
                                 capture_output=True, text=True, check=False)
         if "=>" not in result.stdout:
             raise FleetError(f"{host}: {module} gave no result: {result.stdout.strip()} {result.stderr.strip()}")
-        return json.loads(result.stdout.split("=>", 1)[1])
+        header, reply = result.stdout.split("=>", 1)
+        parsed = json.loads(reply)
+        if "| FAILED" in header:  # a task-level error (bad arguments, ...) comes back without "failed"
+            parsed.setdefault("failed", True)
+        return parsed
 
     # ---- serve
     @property
@@ -462,7 +528,7 @@ http {{
     # ---- down
     def down(self, quiet=False, stop_timeout=30):
         """Stop every host and remove everything named after this fleet; safe to call repeatedly."""
-        pids = set(self._nspawn_pids()) | set(self._server_pids())
+        pids = set(self._nspawn_pids()) | set(self._server_pids()) | set(self._vm_pids())
         with contextlib.suppress(FleetError, FileNotFoundError, json.JSONDecodeError):
             pids.update(info["pid"] for info in self.state()["hosts"].values() if _alive(info["pid"]))
         for pid in pids:
@@ -474,7 +540,7 @@ http {{
             time.sleep(0.1)
         for pid in pids:
             if _alive(pid):
-                log(f"nspawn {pid} ignored SIGTERM for {stop_timeout} s; killing it")
+                log(f"process {pid} ignored SIGTERM for {stop_timeout} s; killing it")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for netns in self._netns_names():
@@ -499,6 +565,7 @@ http {{
         while True:
             found = [f"nspawn process {pid}" for pid in self._nspawn_pids()]
             found += [f"server process {pid}" for pid in self._server_pids()]
+            found += [f"VM process {pid}" for pid in self._vm_pids()]
             found += [f"network namespace {name}" for name in self._netns_names()]
             found += [f"link {name}" for name in self._links()]
             found += [f"mount {path}" for path in self._mounts()]
@@ -526,7 +593,13 @@ http {{
     def _server_pids(self):
         # nginx's and git daemon's command lines name files in the serve directory (nginx rewrites its
         # title but keeps its arguments); nginx's workers and git's per-clone children go with them.
-        marker = (self.serve_dir + "/").encode()
+        return self._pids_naming(self.serve_dir)
+
+    def _vm_pids(self):
+        return self._pids_naming(self.vm_dir)  # QEMU's command line names the VM's disk
+
+    def _pids_naming(self, directory):
+        marker = (directory + "/").encode()
         pids = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -543,7 +616,8 @@ http {{
     def _links(self):
         listing = run(["ip", "-o", "link", "show"], check=False).stdout
         names = [line.split(":")[1].strip().split("@")[0] for line in listing.splitlines() if ":" in line]
-        return [name for name in names if name == self.bridge or name.startswith(f"ofv-{self.name}-")]
+        return [name for name in names
+                if name == self.bridge or name.startswith((f"ofv-{self.name}-", f"oft-{self.name}-"))]
 
     def _mounts(self):
         with open("/proc/self/mounts") as handle:
@@ -607,6 +681,10 @@ def main(argv=None):
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--btrfs", default="", help="comma-separated hosts (or 'all') given a BTRFS mount at /mnt/btrfs")
     up.add_argument("--btrfs-size", default="512M")
+    up.add_argument("--vm", action="append", default=[], metavar="HOST",
+                    help="add a QEMU virtual machine HOST (repeatable; its topology is the --numa of the same rank)")
+    up.add_argument("--numa", action="append", default=[], metavar="SPEC",
+                    help="NUMA topology of each --vm: NODESxCPUS[:MEMORYM], e.g. 2x1 or 4x1:512M (default 1x1)")
     down = commands.add_parser("down", help="stop a fleet and remove all it created")
     down.add_argument("--name", default="opdbus")
     down.add_argument("--all", action="store_true", help="every fleet that left anything behind")
@@ -633,7 +711,10 @@ def main(argv=None):
             print(ensure_rootfs())
         elif args.command == "up":
             fleet = Fleet(args.name)
-            state = fleet.up(args.hosts, [h for h in args.btrfs.split(",") if h], args.btrfs_size)
+            if len(args.numa) > len(args.vm):
+                raise FleetError("each --numa belongs to a --vm; give the VM first")
+            vms = dict(zip(args.vm, args.numa + ["1x1"] * (len(args.vm) - len(args.numa))))
+            state = fleet.up(args.hosts, [h for h in args.btrfs.split(",") if h], args.btrfs_size, vms=vms)
             log(f"{len(state['hosts'])} hosts up in {state['boot_seconds']} s: "
                 + ", ".join(f"{h}={i['address']}" for h, i in state["hosts"].items()))
             print(fleet.inventory_file)
