@@ -381,7 +381,11 @@ class Fleet:
         cmdline = (f"root=LABEL=fleet-vm rw console=ttyS0 quiet systemd.firstboot=off fleet.hostname={host} "
                    f"fleet.address={address}/24 fleet.mac={mac} fleet.key={key}")
         console_log = os.path.join(self.run_dir, f"{host}.console.log")
-        argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log)
+        nvme_disks = [os.path.join(self.vm_dir, f"{host}.nvme{index}.img")
+                      for index, (kind, _node) in enumerate(topology.devices) if kind == "nvme"]
+        for path in nvme_disks:
+            run(["truncate", "-s", vm.NVME_SIZE, path])
+        argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log, nvme_disks)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w"),
                                    start_new_session=True)
@@ -684,7 +688,8 @@ def main(argv=None):
     up.add_argument("--vm", action="append", default=[], metavar="HOST",
                     help="add a QEMU virtual machine HOST (repeatable; its topology is the --numa of the same rank)")
     up.add_argument("--numa", action="append", default=[], metavar="SPEC",
-                    help="NUMA topology of each --vm: NODESxCPUS[:MEMORYM], e.g. 2x1 or 4x1:512M (default 1x1)")
+                    help="NUMA topology of each --vm: NODESxCPUS[:MEMORYM][,nic@NODE][,nvme@NODE], e.g. 2x1 or "
+                    "4x1,nic@3,nvme@1 (default 1x1)")
     down = commands.add_parser("down", help="stop a fleet and remove all it created")
     down.add_argument("--name", default="opdbus")
     down.add_argument("--all", action="store_true", help="every fleet that left anything behind")

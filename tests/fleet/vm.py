@@ -26,8 +26,9 @@ IMAGE_SIZE = "3G"
 ACCELERATOR = "tcg,thread=multi"
 DEFAULT_NODE_MEMORY_MIB = 512
 
-NumaTopology = collections.namedtuple("NumaTopology", "nodes cpus_per_node memory_mib")
-_NUMA_SPEC = re.compile(r"^(?P<nodes>[1-8])x(?P<cpus>[1-4])(?::(?P<memory>\d+)M)?$")
+NumaTopology = collections.namedtuple("NumaTopology", "nodes cpus_per_node memory_mib devices")
+_NUMA_SPEC = re.compile(r"^(?P<nodes>[1-8])x(?P<cpus>[1-4])(?::(?P<memory>\d+)M)?(?P<devices>(,(nic|nvme)@\d)*)$")
+NVME_SIZE = "64M"
 
 GUEST_SETUP = r"""#!/bin/sh
 # Applies what tests/fleet/fleet.py put on the kernel command line: address, host name, SSH key.
@@ -68,15 +69,22 @@ WantedBy=sysinit.target
 
 
 def parse_numa(spec):
-    """NODESxCPUS[:MEMORYM], e.g. 2x1 (2 nodes of 1 CPU) or 4x1:768M, as a NumaTopology."""
+    """NODESxCPUS[:MEMORYM][,nic@NODE][,nvme@NODE]..., e.g. 2x1 (2 nodes of 1 CPU) or 4x1:768M,nic@3,nvme@1
+    (a virtio NIC on node 3 and an NVMe disk on node 1), as a NumaTopology."""
     match = _NUMA_SPEC.match(spec or "")
     if not match:
-        raise ValueError(f"NUMA topology {spec!r}: use NODESxCPUS[:MEMORYM], e.g. 2x1, 4x1 or 2x2:768M "
-                         "(1-8 nodes, 1-4 CPUs and at least 256 MiB per node)")
+        raise ValueError(f"NUMA topology {spec!r}: use NODESxCPUS[:MEMORYM][,nic@NODE][,nvme@NODE], e.g. 2x1, "
+                         "4x1:768M or 4x1,nic@3,nvme@1 (1-8 nodes, 1-4 CPUs and at least 256 MiB per node)")
+    nodes = int(match.group("nodes"))
     memory = int(match.group("memory") or DEFAULT_NODE_MEMORY_MIB)
     if memory < 256:
         raise ValueError(f"NUMA topology {spec!r}: a node needs at least 256 MiB")
-    return NumaTopology(int(match.group("nodes")), int(match.group("cpus")), memory)
+    devices = tuple((kind, int(node)) for kind, node in
+                    (device.split("@") for device in match.group("devices").split(",") if device))
+    outside = [f"{kind}@{node}" for kind, node in devices if node >= nodes]
+    if outside:
+        raise ValueError(f"NUMA topology {spec!r}: {', '.join(outside)} names a node the VM does not have")
+    return NumaTopology(nodes, int(match.group("cpus")), memory, devices)
 
 
 def distances(nodes):
@@ -85,8 +93,10 @@ def distances(nodes):
              for target in range(nodes)] for source in range(nodes)]
 
 
-def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log):
-    """The command line of one VM: its NUMA nodes with their memory, CPUs and distances, disk and NIC."""
+def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log, nvme_disks=()):
+    """The command line of one VM: its NUMA nodes with their memory, CPUs and distances, disk and NIC,
+    and each of the topology's devices behind a PCIe root bus of its node (pxb-pcie; NVME_DISKS are the
+    backing files of its NVMe devices, in order)."""
     cpus = topology.nodes * topology.cpus_per_node
     argv = ["qemu-system-x86_64", "-accel", ACCELERATOR, "-machine", "q35", "-cpu", "qemu64",
             "-m", f"{topology.nodes * topology.memory_mib}M",
@@ -101,10 +111,23 @@ def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log):
             if source != target:
                 argv += ["-numa", f"dist,src={source},dst={target},val={matrix[source][target]}"]
     argv += ["-kernel", image["kernel"], "-initrd", image["initrd"], "-append", kernel_cmdline,
-             "-drive", f"file={image['disk']},format=qcow2,if=virtio,cache=unsafe",
+             # On the main root bus by name: QEMU would put a device without a bus on the last pxb-pcie.
+             "-drive", f"file={image['disk']},format=qcow2,if=none,id=root,cache=unsafe",
+             "-device", "virtio-blk-pci,drive=root,bus=pcie.0",
              "-netdev", f"tap,id=fleet,ifname={tap},script=no,downscript=no",
-             "-device", f"virtio-net-pci,netdev=fleet,mac={mac}",
+             "-device", f"virtio-net-pci,netdev=fleet,mac={mac},bus=pcie.0",
              "-display", "none", "-serial", f"file:{console_log}", "-monitor", "none", "-nodefaults"]
+    disks = iter(nvme_disks)
+    for index, (kind, node) in enumerate(topology.devices):
+        bus, port = f"numa-bus{index}", f"numa-port{index}"
+        argv += ["-device", f"pxb-pcie,id={bus},bus_nr={32 + 16 * index},numa_node={node},bus=pcie.0",
+                 "-device", f"pcie-root-port,id={port},bus={bus},chassis={index + 1}"]
+        if kind == "nic":  # a NIC only to be placed near: user networking, reaching nothing
+            argv += ["-netdev", f"user,id=numa-net{index},restrict=on",
+                     "-device", f"virtio-net-pci,netdev=numa-net{index},bus={port}"]
+        else:
+            argv += ["-drive", f"file={next(disks)},format=raw,if=none,id=numa-disk{index}",
+                     "-device", f"nvme,drive=numa-disk{index},serial=fleet-nvme{index},bus={port}"]
     return argv
 
 

@@ -2,24 +2,13 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """opdbus_numa_info on 2- and 4-node virtual machines reports the topology QEMU was given."""
 
-import os
-
 import pytest
 import vm
-from fleet import booted_fleet
-
-TOPOLOGIES = {"numa2": "2x1", "numa4": "4x1"}
-
-
-@pytest.fixture(scope="module")
-def fleet():
-    with booted_fleet(os.environ.get("OPDBUS_VM_FLEET_NAME", "vmtest"), 0, vms=TOPOLOGIES) as vm_fleet:
-        print(f"VM fleet booted in {vm_fleet.state()['boot_seconds']} s under {vm.ACCELERATOR}")
-        yield vm_fleet
+from conftest import TOPOLOGIES
 
 
 @pytest.mark.parametrize("host", sorted(TOPOLOGIES))
-def test_numa_info_reports_the_nodes_cpus_memory_and_distances_qemu_was_given(fleet, host):
+def test_numa_info_reports_the_nodes_cpus_memory_distances_and_devices_qemu_was_given(fleet, host):
     given = vm.parse_numa(TOPOLOGIES[host])
     info = fleet.run_module(host, "opdbus.fleet.opdbus_numa_info", {})
     assert not info.get("failed"), info
@@ -31,9 +20,11 @@ def test_numa_info_reports_the_nodes_cpus_memory_and_distances_qemu_was_given(fl
         # The kernel keeps part of each node's memory for itself (node 0 also holds the kernel image).
         given_kb = given.memory_mib * 1024
         assert 0.8 * given_kb <= node["memory"]["total_kb"] <= given_kb, node["memory"]
+    placed = sorted((device["kind"], device["node"]) for device in info["devices"] if device["node"] is not None)
+    assert placed == sorted(given.devices), info["devices"]
 
 
 def test_a_topology_that_qemu_cannot_be_given_is_refused_before_anything_starts():
-    for spec in ("9x1", "2x0", "2x1:128M", "two"):
+    for spec in ("9x1", "2x0", "2x1:128M", "two", "2x1,nic@2", "2x1,gpu@0"):
         with pytest.raises(ValueError, match="NUMA topology"):
             vm.parse_numa(spec)
