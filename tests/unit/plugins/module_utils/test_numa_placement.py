@@ -156,6 +156,13 @@ def test_real_machine_capture(topology):
     assert len(placement.notes) == 2
 
 
+@pytest.mark.parametrize("topology", ["qemu_4node"], indirect=True)
+def test_the_4_node_vm_capture_places_near_its_nic_and_nvme(topology):
+    assert summary(place(topology, {"strategy": "local-node", "device": "enp33s0"})) == ([3], [3], "local", None)
+    assert summary(place(topology, {"strategy": "bind", "device": "nvme0"})) == ([1], [1], "bind", [1])
+    assert summary(place(topology, {"strategy": "interleave"})) == ([0, 1, 2, 3], [0, 1, 2, 3], "interleave", [0, 1, 2, 3])
+
+
 # ---------------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("spec, message", [
     ({"strategy": "bind", "nodes": [8]}, '.nodes: node 8 does not exist on this host (nodes: 0-7)'),

@@ -182,6 +182,16 @@ def test_capture_of_a_real_machine(tmp_path):
         ("nic", ["eth0"], None, 0)]
 
 
+def test_capture_of_the_test_fleets_4_node_vm(tmp_path):
+    facts = read(sysfs.qemu_4node(), tmp_path).as_dict()
+    assert facts["node_ids"] == [0, 1, 2, 3] and facts["cpus"] == [0, 1, 2, 3]
+    assert [node["cpus"] for node in facts["nodes"]] == [[0], [1], [2], [3]]
+    assert facts["distance_matrix"] == [[10, 20, 30, 20], [20, 10, 20, 30], [30, 20, 10, 20], [20, 30, 20, 10]]
+    assert all(400 * 1024 < node["memory"]["total_kb"] <= 512 * 1024 for node in facts["nodes"])
+    placed = [(d["kind"], d["names"], d["node"]) for d in facts["devices"] if d["node"] is not None]
+    assert placed == [("nic", ["enp33s0"], 3), ("nvme", ["nvme0"], 1)]
+
+
 @pytest.mark.skipif(not os.path.isdir("/sys/devices/system/node"), reason="this machine's kernel has no NUMA support")
 def test_this_machines_sysfs():
     facts = Topology.read("/sys").as_dict()
