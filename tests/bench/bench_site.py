@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def main():
         ten = site.median()
     finally:
         fleet.down(quiet=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     cores = os.cpu_count()
     ratio = ten[0] / one[0]

@@ -386,9 +386,10 @@ class Fleet:
         for path in nvme_disks:
             run(["truncate", "-s", vm.NVME_SIZE, path])
         argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log, nvme_disks)
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w"),
+        qemu_log = open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w")
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qemu_log,
                                    start_new_session=True)
+        qemu_log.close()
         log(f"{host}: QEMU ({vm.ACCELERATOR.split(',', maxsplit=1)[0]}) with {topology.nodes} NUMA nodes x "
             f"{topology.cpus_per_node} CPUs x {topology.memory_mib} MiB")
         return {"address": address, "pid": process.pid, "tap": tap, "mac": mac, "disk": disk,
