@@ -125,6 +125,12 @@ def kill_runs(wrapper, wanted):
     modules = Collection(debug_dir)
     blobs = modules.BlobStore(LEDGER)
     rng = random.Random(int(os.environ.get("RECORDED_RUNS_SEED", "6962")))
+    # Kill points are drawn over the time an unkilled run takes on this host, so that as many runs are
+    # killed on a fast host as on a slow one.
+    write_args(args_path, document("000000"))
+    started = time.monotonic()
+    subprocess.run([sys.executable, copy, "execute"], stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    run_seconds = time.monotonic() - started
     killed = runs = 0
     interrupted_seen = []
     violations = []
@@ -133,7 +139,7 @@ def kill_runs(wrapper, wanted):
         write_args(args_path, document("111111" if runs % 2 else "000000"))
         process = subprocess.Popen([sys.executable, copy, "execute"], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.0, 0.9))
+        time.sleep(rng.uniform(0.0, 0.95 * run_seconds))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
