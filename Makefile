@@ -16,14 +16,14 @@ SANITY_COPY := /var/tmp/opdbus-fleet-sanity-$(shell echo $(CURDIR) | cksum | cut
 FLEET       := $(PYTHON) tests/fleet/fleet.py
 STAGE       := tests/tools/stage.sh
 SYSTEM_PYTHON ?= python3
-APT_PACKAGES := debootstrap systemd-container btrfs-progs iproute2 openssh-client rsync python3-venv nginx git qemu-system-x86 qemu-utils ipxe-qemu
+APT_PACKAGES := debootstrap systemd-container btrfs-progs iproute2 openssh-client rsync python3-venv nginx git qemu-system-x86 qemu-utils ipxe-qemu ovmf fdisk dosfstools mtools
 export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps demo bench test sanity lint units fuzz integration vm molecule changelog-lint clean-fleet check-clean
+.PHONY: help deps demo bench test sanity lint units fuzz integration vm netboot molecule changelog-lint clean-fleet check-clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -89,7 +89,7 @@ bench: deps ## benchmarks, printed as ratios against their baselines (needs root
 # ---------------------------------------------------------------------------------------- test
 test: deps ## install what is needed and run every stage (CI runs this)
 	@rm -f $(BUILD)/stages.txt; rc=0; \
-	for stage in changelog-lint sanity lint units fuzz integration vm molecule; do \
+	for stage in changelog-lint sanity lint units fuzz integration vm netboot molecule; do \
 	  $(STAGE) $$stage $(MAKE) --no-print-directory $$stage || rc=1; \
 	done; \
 	printf '\n%-16s %-14s %s\n' stage result seconds; awk '{printf "%-16s %-14s %s\n", $$1, $$2, $$3; t += $$3; if ($$2 == "passed") p++; else f++} \
@@ -127,6 +127,11 @@ vm: deps ## tests on QEMU virtual-machine hosts of the test fleet: real kernels,
 	@if [ "$$(id -u)" -ne 0 ]; then echo "vm: needs root (QEMU on the fleet bridge, taps); NOT RUN"; exit 1; fi
 	@rc=0; $(PYTHON) -m pytest tests/vm -q -s -p no:cacheprovider || rc=$$?; \
 	  $(FLEET) down --prefix vmtest; $(FLEET) check-clean --prefix vmtest || rc=1; exit $$rc
+
+netboot: deps ## the install's disk layout and refusals on loop devices, then a VM installed over the network (needs root)
+	@if [ "$$(id -u)" -ne 0 ]; then echo "netboot: needs root (loop devices, nginx, QEMU); NOT RUN"; exit 1; fi
+	@rc=0; $(PYTHON) -m pytest tests/netboot -q -s -p no:cacheprovider || rc=$$?; \
+	  $(FLEET) down --prefix nb; $(FLEET) check-clean --prefix nb || rc=1; exit $$rc
 
 molecule: deps ## Molecule scenarios on test-fleet hosts (needs root)
 	@if [ "$$(id -u)" -ne 0 ]; then echo "molecule: needs root (systemd-nspawn, network namespaces, loop devices); NOT RUN"; exit 1; fi

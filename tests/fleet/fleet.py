@@ -37,6 +37,7 @@ import time
 import uuid
 import zlib
 
+import netboot
 import vm
 
 SUITE = "bookworm"
@@ -172,6 +173,14 @@ def ensure_vm_image(rootfs):
         return vm.ensure_image(rootfs, CACHE_DIR, run, log)
 
 
+def ensure_netboot_images():
+    """The directory with the netboot installer's vmlinuz, initrd.img and installer.img (netboot.py)."""
+    image = ensure_vm_image(ensure_rootfs())
+    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return netboot.ensure_images(image, run, log)
+
+
 def _write(path, content, mode=0o644):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as handle:
@@ -290,14 +299,15 @@ class Fleet:
         preflight(dict(REQUIRED_TOOLS, **VM_TOOLS) if vms else REQUIRED_TOOLS)
         if os.path.exists(self.state_file):
             raise FleetError(f"fleet {self.name!r} is already up; run `fleet.py down --name {self.name}` first")
-        if not 1 <= count + len(vms) <= 50 or count < 0:
-            raise FleetError("a fleet has 1 to 50 hosts")
+        if not 0 <= count + len(vms) <= 50 or count < 0:
+            raise FleetError("a fleet has up to 50 hosts (none, for one whose VMs boot from the network)")
         try:
             topologies = {host: vm.parse_numa(spec) for host, spec in vms.items()}
         except ValueError as exc:
             raise FleetError(str(exc)) from None
         root = ensure_rootfs()
         image = ensure_vm_image(root) if vms else None
+        accelerator = vm.choose_accelerator(image["kernel"], CACHE_DIR, log) if vms else None
         self.down(quiet=True)  # residue of a crashed run with this name
         os.makedirs(self.run_dir, mode=0o700)
         names = [f"{prefix}{index}" for index in range(1, count + 1)]
@@ -322,7 +332,7 @@ class Fleet:
                 state["hosts"][host] = self._start_host(root, host, index, host in btrfs_hosts, btrfs_size)
                 self._save(state)
             for index, (host, topology) in enumerate(topologies.items(), start=count + 1):
-                state["hosts"][host] = self._start_vm(image, host, index, topology)
+                state["hosts"][host] = self._start_vm(image, accelerator, host, index, topology)
                 self._save(state)
             self._write_inventory(state)
             for host, info in state["hosts"].items():
@@ -367,7 +377,7 @@ class Fleet:
         info["pid"] = process.pid
         return info
 
-    def _start_vm(self, image, host, index, topology):
+    def _start_vm(self, image, accelerator, host, index, topology):
         tap = f"oft-{self.name}-{index}"
         address = f"10.213.{self.subnet_octet}.{10 + index}"
         mac = f"52:54:00:{self.subnet_octet:02x}:{index // 256:02x}:{index % 256:02x}"
@@ -385,15 +395,51 @@ class Fleet:
                       for index, (kind, _node) in enumerate(topology.devices) if kind == "nvme"]
         for path in nvme_disks:
             run(["truncate", "-s", vm.NVME_SIZE, path])
-        argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log, nvme_disks)
+        argv = vm.qemu_argv(dict(image, disk=disk), topology, tap, mac, cmdline, console_log, nvme_disks, accelerator)
         qemu_log = open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w")
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qemu_log,
                                    start_new_session=True)
         qemu_log.close()
-        log(f"{host}: QEMU ({vm.ACCELERATOR.split(',', maxsplit=1)[0]}) with {topology.nodes} NUMA nodes x "
+        log(f"{host}: QEMU ({accelerator.split(',', maxsplit=1)[0]}) with {topology.nodes} NUMA nodes x "
             f"{topology.cpus_per_node} CPUs x {topology.memory_mib} MiB")
         return {"address": address, "pid": process.pid, "tap": tap, "mac": mac, "disk": disk,
-                "numa": topology._asdict(), "distances": vm.distances(topology.nodes)}
+                "accelerator": accelerator.split(",", maxsplit=1)[0], "numa": topology._asdict(), "distances": vm.distances(topology.nodes)}
+
+    def start_netboot_vm(self, host, disks, boot_url, ssh_port):
+        """Start HOST, a UEFI VM that boots from its first disk or else from BOOT_URL through iPXE, with its
+        SSH port forwarded to 127.0.0.1:SSH_PORT. DISKS ([(file, serial)]) must be in this fleet's VM
+        directory, so that ``down`` finds the VM by them. Returns once QEMU runs; nothing waits for SSH."""
+        state = self.state()
+        if host in state["hosts"]:
+            raise FleetError(f"fleet {self.name!r} already has a host {host!r}")
+        preflight(VM_TOOLS)
+        if not os.path.exists(netboot.OVMF_CODE):
+            raise FleetError(f"missing {netboot.OVMF_CODE} (Debian package ovmf); `make deps` installs it")
+        os.makedirs(self.vm_dir, mode=0o700, exist_ok=True)
+        outside = [path for path, _serial in disks if not os.path.abspath(path).startswith(self.vm_dir + "/")]
+        if outside:
+            raise FleetError(f"netboot VM disks must be under {self.vm_dir}: {', '.join(outside)}")
+        firmware_vars = os.path.join(self.vm_dir, f"{host}.OVMF_VARS.fd")
+        shutil.copyfile(netboot.OVMF_VARS, firmware_vars)
+        accelerator = vm.choose_accelerator(ensure_vm_image(ensure_rootfs())["kernel"], CACHE_DIR, log)
+        index = len(state["hosts"]) + 1
+        mac = f"52:54:00:{self.subnet_octet:02x}:{index // 256:02x}:{index % 256:02x}"
+        console_log = os.path.join(self.run_dir, f"{host}.console.log")
+        qemu_log = open(os.path.join(self.vm_dir, f"{host}.qemu.log"), "w")
+        process = subprocess.Popen(netboot.qemu_argv(accelerator, firmware_vars, disks, ssh_port, boot_url, mac, console_log),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qemu_log,
+                                   start_new_session=True)
+        qemu_log.close()
+        log(f"{host}: QEMU ({accelerator.split(',', maxsplit=1)[0]}), UEFI, network boot from {boot_url}")
+        state["hosts"][host] = {"address": "127.0.0.1", "ssh_port": ssh_port, "pid": process.pid, "mac": mac,
+                                "accelerator": accelerator.split(",", maxsplit=1)[0], "disks": disks, "netboot": boot_url}
+        self._save(state)
+        self._write_inventory(state)
+        return state["hosts"][host]
+
+    def wait_for_ssh(self, host, timeout):
+        """Wait until HOST answers over SSH and its systemd has finished booting."""
+        self._wait_ready(host, self.hosts()[host], timeout)
 
     def _make_btrfs(self, host, size):
         image = os.path.join(self.run_dir, f"{host}.btrfs.img")
@@ -409,10 +455,10 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _alive(info["pid"]):
-                raise FleetError(f"{host}: {'QEMU' if 'numa' in info else 'systemd-nspawn'} exited during boot; "
+                raise FleetError(f"{host}: {'QEMU' if 'accelerator' in info else 'systemd-nspawn'} exited during boot; "
                                  f"see {self.run_dir}/{host}.console.log")
             with contextlib.suppress(OSError):
-                socket.create_connection((info["address"], 22), timeout=1).close()
+                socket.create_connection((info["address"], info.get("ssh_port", 22)), timeout=1).close()
                 status = self.ssh(host, "systemctl is-system-running --wait", check=False, timeout=max(1, deadline - time.monotonic()))
                 if status.stdout.strip() in ("running", "degraded"):
                     if status.stdout.strip() == "degraded":
@@ -437,6 +483,8 @@ class Fleet:
         for host, info in state["hosts"].items():
             lines.append(f"    {host}:")
             lines.append(f"      ansible_host: {info['address']}")
+            if "ssh_port" in info:
+                lines.append(f"      ansible_port: {info['ssh_port']}")
             if "btrfs" in info:
                 lines.append(f"      fleet_btrfs_mount: {BTRFS_MOUNT_IN_HOST}")
             if "numa" in info:
@@ -447,9 +495,9 @@ class Fleet:
     # ---- use
     def ssh(self, host, command, input=None, check=True, timeout=60):
         """Run COMMAND (a shell string, as ssh always does) on HOST and return the CompletedProcess."""
-        address = self.hosts()[host]["address"]
+        info = self.hosts()[host]
         argv = ["ssh", "-i", self.key_file, *SSH_OPTIONS, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                f"root@{address}", command]
+                "-p", str(info.get("ssh_port", 22)), f"root@{info['address']}", command]
         result = subprocess.run(argv, input=input, text=True,
                                 capture_output=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
@@ -681,6 +729,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("rootfs", help="build (or reuse) the cached root filesystem and print its path")
+    commands.add_parser("netboot-images", help="build (or reuse) the netboot installer's images and print their directory")
     up = commands.add_parser("up", help="boot a fleet and write its Ansible inventory")
     up.add_argument("--name", default="opdbus")
     up.add_argument("--hosts", type=int, default=3)
@@ -715,6 +764,9 @@ def main(argv=None):
         if args.command == "rootfs":
             preflight()
             print(ensure_rootfs())
+        elif args.command == "netboot-images":
+            preflight(dict(REQUIRED_TOOLS, **VM_TOOLS))
+            print(ensure_netboot_images())
         elif args.command == "up":
             fleet = Fleet(args.name)
             if len(args.numa) > len(args.vm):

@@ -8,7 +8,8 @@ A VM boots the fleet's cached root filesystem with Debian's kernel installed int
 and the fleet's SSH key reach it on the kernel command line, where a unit in the image applies them
 before the network and sshd start; so one image serves every VM of every fleet.
 
-Nested KVM on the machines we test on does not boot a kernel, so VMs run under TCG.
+Nested KVM on the machines we test on does not boot a kernel, so VMs run under TCG unless a quick
+probe (choose_accelerator) shows that KVM boots one here.
 """
 
 import collections
@@ -17,13 +18,20 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
+import time
 
 KERNEL_PACKAGE = "linux-image-amd64"
+# What an installer needs besides the kernel: systemd-boot's EFI binary, mkfs.fat, mtools and sfdisk.
+INSTALLER_PACKAGES = ("systemd-boot-efi", "dosfstools", "mtools", "fdisk")
 # Bump when the image's content (setup unit, fstab, packages) changes, so cached images are rebuilt.
-IMAGE_LAYOUT = 1
+IMAGE_LAYOUT = 2
 IMAGE_SIZE = "3G"
-ACCELERATOR = "tcg,thread=multi"
+TCG = "tcg,thread=multi"
+KVM = "kvm"
+# A kernel under working KVM prints its banner in well under a second; nested KVM here prints nothing.
+KVM_PROBE_SECONDS = 10
 DEFAULT_NODE_MEMORY_MIB = 512
 
 NumaTopology = collections.namedtuple("NumaTopology", "nodes cpus_per_node memory_mib devices")
@@ -41,6 +49,7 @@ for word in $(cat /proc/cmdline); do
         fleet.key=*) key=${word#*=} ;;
     esac
 done
+[ -n "${name:-}" ] || exit 0  # booted as something else than a fleet VM (the netboot installer)
 echo "$name" > /etc/hostname
 hostname "$name"
 mkdir -p /run/systemd/network
@@ -93,12 +102,12 @@ def distances(nodes):
              for target in range(nodes)] for source in range(nodes)]
 
 
-def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log, nvme_disks=()):
+def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log, nvme_disks=(), accelerator=TCG):
     """The command line of one VM: its NUMA nodes with their memory, CPUs and distances, disk and NIC,
     and each of the topology's devices behind a PCIe root bus of its node (pxb-pcie; NVME_DISKS are the
     backing files of its NVMe devices, in order)."""
     cpus = topology.nodes * topology.cpus_per_node
-    argv = ["qemu-system-x86_64", "-accel", ACCELERATOR, "-machine", "q35", "-cpu", "qemu64",
+    argv = ["qemu-system-x86_64", "-accel", accelerator, "-machine", "q35", "-cpu", "qemu64",
             "-m", f"{topology.nodes * topology.memory_mib}M",
             "-smp", f"{cpus},sockets={topology.nodes},cores={topology.cpus_per_node},threads=1"]
     for node in range(topology.nodes):
@@ -131,8 +140,54 @@ def qemu_argv(image, topology, tap, mac, kernel_cmdline, console_log, nvme_disks
     return argv
 
 
+def choose_accelerator(kernel, cache_dir, log):
+    """TCG, or KVM where it boots KERNEL: the probe starts it without a root file system under KVM and
+    waits up to KVM_PROBE_SECONDS for its banner on the serial console. The verdict is cached per
+    kernel and QEMU; OPDBUS_VM_ACCEL=tcg|kvm overrides it."""
+    forced = os.environ.get("OPDBUS_VM_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return TCG if forced == "tcg" else KVM
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        log("accelerator: TCG (no usable /dev/kvm)")
+        return TCG
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256(f"{kernel}:{os.path.getmtime(kernel)}:{qemu}".encode()).hexdigest()[:12]
+    verdict_file = os.path.join(cache_dir, f"kvm-probe-{key}")
+    if not os.path.exists(verdict_file):
+        verdict = "kvm" if _kvm_boots(kernel) else "tcg"
+        with open(verdict_file, "w", encoding="utf-8") as handle:
+            handle.write(verdict)
+    with open(verdict_file, encoding="utf-8") as handle:
+        verdict = handle.read().strip()
+    log(f"accelerator: {verdict.upper()} (KVM probe: {'the kernel booted' if verdict == 'kvm' else f'no kernel output within {KVM_PROBE_SECONDS} s'}; "
+        f"cached in {verdict_file})")
+    return KVM if verdict == "kvm" else TCG
+
+
+def _kvm_boots(kernel):
+    with tempfile.TemporaryDirectory(prefix="opdbus-kvm-probe-") as directory:
+        console = os.path.join(directory, "console")
+        process = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256M", "-kernel", kernel,
+             "-append", "console=ttyS0 panic=-1", "-no-reboot", "-display", "none", "-nodefaults",
+             "-serial", f"file:{console}", "-monitor", "none"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + KVM_PROBE_SECONDS
+            while time.monotonic() < deadline and process.poll() is None:
+                with open(console, "rb") if os.path.exists(console) else open(os.devnull, "rb") as handle:
+                    if b"Linux version" in handle.read():
+                        return True
+                time.sleep(0.2)
+            return False
+        finally:
+            process.kill()
+            process.wait()
+
+
 def image_key(rootfs):
-    return json.dumps({"rootfs": os.path.basename(rootfs), "kernel": KERNEL_PACKAGE, "layout": IMAGE_LAYOUT})
+    return json.dumps({"rootfs": os.path.basename(rootfs), "kernel": KERNEL_PACKAGE, "packages": INSTALLER_PACKAGES,
+                       "layout": IMAGE_LAYOUT})
 
 
 def ensure_image(rootfs, cache_dir, run, log):
@@ -156,7 +211,8 @@ def ensure_image(rootfs, cache_dir, run, log):
             run(["mount", "--bind", f"/{name}", os.path.join(root, name)])
             mounted.append(os.path.join(root, name))
         run(["chroot", root, "sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
-             f"apt-get install -y -q --no-install-recommends {KERNEL_PACKAGE} && apt-get clean"])
+             f"apt-get install -y -q --no-install-recommends {KERNEL_PACKAGE} {' '.join(INSTALLER_PACKAGES)} && apt-get clean "
+             "&& rm -rf /var/lib/apt/lists && mkdir -p /var/lib/apt/lists/partial"])
         for path in reversed(mounted):
             run(["umount", path])
         mounted.clear()

@@ -9,7 +9,6 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fleet"))
 
-import vm  # noqa: E402  (path set up just above)
 from fleet import booted_fleet  # noqa: E402
 
 # A 2-node VM, and a 4-node one with a NIC on node 3 and an NVMe disk on node 1.
@@ -25,5 +24,7 @@ def requires_root():
 @pytest.fixture(scope="session")
 def fleet():
     with booted_fleet(os.environ.get("OPDBUS_VM_FLEET_NAME", "vmtest"), 0, vms=TOPOLOGIES) as vm_fleet:
-        print(f"VM fleet booted in {vm_fleet.state()['boot_seconds']} s under {vm.ACCELERATOR}")
+        state = vm_fleet.state()
+        accelerators = sorted({info["accelerator"] for info in state["hosts"].values()})
+        print(f"VM fleet booted in {state['boot_seconds']} s under {', '.join(accelerators).upper()}")
         yield vm_fleet
