@@ -52,8 +52,10 @@ def require_library(module, name):
 
 def module_context(module):
     """The TaskContext of a module run: its warnings, run_command and get_bin_path."""
-    return TaskContext(warn=module.warn, run=lambda argv, environ=None: module.run_command(argv, environ_update=environ),
-                       find=module.get_bin_path)
+    def run(argv, environ=None, data=None):
+        return module.run_command(argv, environ_update=environ, data=data, binary_data=True)
+
+    return TaskContext(warn=module.warn, run=run, find=module.get_bin_path)
 
 
 def run_module(spec, task, needs=(), timed=False):

@@ -26,7 +26,7 @@ options:
         letter, at most 64 characters, for example V(role_files).
       - The actions the collection's own runs write are refused (V(intent), V(interrupted),
         V(apply), V(snapshot), V(prune), V(delete_snapshot), V(rollback), V(numa),
-        V(btrfs_subvolume)), since restore points and crash records are read back from them.
+        V(btrfs_subvolume), V(install)), since restore points and crash records are read back from them.
     type: str
     required: true
   changes:

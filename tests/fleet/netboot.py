@@ -79,6 +79,9 @@ class _Cpio:
                     continue  # sockets and FIFOs are made at run time
                 self._entry(name, info.st_mode, data, info.st_uid, info.st_gid, info.st_mtime, info.st_rdev)
 
+    def add_directory(self, name, mode=0o755):
+        self._entry(name, stat.S_IFDIR | mode)
+
     def add_file(self, name, content, mode=0o644):
         self._entry(name, stat.S_IFREG | mode, content.encode() if isinstance(content, str) else content)
 
@@ -108,8 +111,13 @@ def _live_additions():
 
 
 def installer_key(image):
-    with open(os.path.join(ROLE_FILES, "opdbus-live-keys"), "rb") as script:
-        return hashlib.sha256(f"{image['disk']}:{INSTALLER_LAYOUT}:".encode() + script.read()).hexdigest()[:12]
+    """Names the build of IMAGE with the live additions as they are now (the role's files and this code)."""
+    digest = hashlib.sha256(f"{image['disk']}:{INSTALLER_LAYOUT}:".encode())
+    for path in (os.path.join(ROLE_FILES, "opdbus-live-keys"), os.path.join(ROLE_FILES, "opdbus-live-keys.service"),
+                 os.path.abspath(__file__)):
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:12]
 
 
 def ensure_images(image, run, log):
@@ -133,7 +141,16 @@ def ensure_images(image, run, log):
                 with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(output) as compressed:
                     archive = _Cpio(compressed)
                     archive.add_tree(mount, skip)
+                    made = set()
                     for path, (content, mode) in additions.items():
+                        # The kernel does not make missing parents: a file without its directory is dropped.
+                        parents = [os.path.dirname(path)]
+                        while os.path.dirname(parents[-1]):
+                            parents.append(os.path.dirname(parents[-1]))
+                        for parent in reversed(parents):
+                            if parent not in made and not os.path.isdir(os.path.join(mount, parent)):
+                                archive.add_directory(parent)
+                                made.add(parent)
                         if mode is None:
                             archive.add_symlink(path, content)
                         else:

@@ -23,9 +23,11 @@ def find_program(name):
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN_DIRS]))
 
 
-def run_program(argv, environ=None):
-    """Run ARGV with ENVIRON added to the environment; ``(rc, stdout, stderr)`` as text."""
-    completed = subprocess.run(argv, env=dict(os.environ, **(environ or {})), stdin=subprocess.DEVNULL,
+def run_program(argv, environ=None, data=None):
+    """Run ARGV with ENVIRON added to the environment and DATA (text) on its standard input;
+    ``(rc, stdout, stderr)`` as text."""
+    completed = subprocess.run(argv, env=dict(os.environ, **(environ or {})), input=data,
+                               stdin=subprocess.DEVNULL if data is None else None,
                                capture_output=True, text=True, errors="surrogateescape", check=False)
     return completed.returncode, completed.stdout, completed.stderr
 
@@ -35,7 +37,7 @@ def warn_on_stderr(message):
 
 
 class TaskContext:
-    """The front end's ``warn(message)``, ``run(argv, environ)`` and ``find_program(name)``."""
+    """The front end's ``warn(message)``, ``run(argv, environ, data)`` and ``find_program(name)``."""
 
     def __init__(self, warn=warn_on_stderr, run=run_program, find=find_program):
         self.warn = warn

@@ -21,6 +21,7 @@ ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # read back from these entries, so an entry recorded under one of these names would be misread.
 COLLECTION_ACTIONS = frozenset((
     "intent", "interrupted", "apply", "snapshot", "prune", "delete_snapshot", "rollback", "numa", "btrfs_subvolume",
+    "install",
 ))
 
 
